@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * sk_msg: hands each message of a paired socket straight to its peer's
+ * receive queue (BPF_F_INGRESS), skipping the TCP/IP stack.
+ *
+ * Order is the invariant: a direction that has ever sent a byte over TCP is
+ * never redirected again, because the reader drains the redirect queue before
+ * the TCP queue and would see later bytes first. The opposite switch (redirect
+ * first, TCP after) keeps order, which is what the kill switch and a missing
+ * peer rely on.
+ */
+#include "meshlane_defs.bpf.h"
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/*
+ * Flow control. A redirect queues bytes at the peer with no regard for its
+ * receive buffer, so a fast writer and a slow reader could take the node's
+ * TCP memory. When the peer holds more than max_queued unread bytes, the
+ * direction is "held" on TCP, whose window then throttles the writer. It
+ * resumes only once TCP has nothing in flight and nothing unread (own
+ * write_seq == snd_una, peer copied_seq == rcv_nxt) and the peer is below
+ * half the limit, so order is kept in both switches.
+ *
+ * The peer is read through its kernel address with bpf_rdonly_cast: loads
+ * are fault-tolerant and never trusted for anything but this heuristic. A
+ * stale address can only keep a direction on TCP, never redirect bytes
+ * anywhere (redirects go by cookie through the sockhash).
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+static __always_inline __u32 peer_unread(__u64 peer_sk)
+{
+	struct sock *sk;
+
+	if (!peer_sk)
+		return 0;
+	sk = bpf_rdonly_cast((void *)peer_sk, bpf_core_type_id_kernel(struct sock));
+	return (__u32)sk->sk_backlog.rmem_alloc.counter;
+}
+
+static __always_inline bool may_resume(struct sk_msg_md *msg, __u64 peer_sk, __u32 limit)
+{
+	struct bpf_sock *self = msg->sk;
+	struct tcp_sock *own, *peer;
+
+	asm volatile("" : "+r"(self));
+	if (!self || !peer_sk)
+		return false;
+	own = bpf_skc_to_tcp_sock(self);
+	if (!own || own->write_seq != own->snd_una)
+		return false;
+	peer = bpf_rdonly_cast((void *)peer_sk, bpf_core_type_id_kernel(struct tcp_sock));
+	if (peer->copied_seq != peer->rcv_nxt)
+		return false;
+	return peer_unread(peer_sk) < limit / 2;
+}
+
+static __always_inline int to_tcp(struct ml_sock_state *st, struct sk_msg_md *msg, __u32 reason)
+{
+	st->flags |= ML_SK_TCP;
+	if (reason)
+		ml_count(reason, 1);
+	ml_count(ML_C_MSG_TCP, 1);
+	ml_count(ML_C_BYTES_TCP, msg->size);
+	return SK_PASS;
+}
+
+SEC("sk_msg")
+int ml_redirect(struct sk_msg_md *msg)
+{
+	struct ml_sock_state *st;
+	struct ml_config *cfg;
+	__u32 size = msg->size;
+	long verdict;
+
+	if (!msg->sk)
+		return SK_PASS;
+	st = bpf_sk_storage_get(&ml_sock_state, msg->sk, NULL, 0);
+	if (!st)
+		return SK_PASS;
+	if (st->flags & ML_SK_TCP) {
+		ml_count(ML_C_MSG_TCP, 1);
+		ml_count(ML_C_BYTES_TCP, size);
+		return SK_PASS;
+	}
+	cfg = ml_cfg();
+	if (!cfg || !(cfg->flags & ML_CFG_ENABLED))
+		return to_tcp(st, msg, ML_C_SWITCH_OFF);
+
+	if (!st->peer) {
+		/* A client learns its peer from the accept side, which ran
+		 * before the client could write in every case but a race with
+		 * an early first write; then this direction stays on TCP. */
+		struct ml_link_value *link = bpf_map_lookup_elem(&ml_links, &st->cookie);
+
+		if (!link)
+			return to_tcp(st, msg, ML_C_PEER_MISSING);
+		st->peer = link->peer;
+		st->peer_sk = link->peer_sk;
+		st->flags |= ML_SK_PAIRED;
+		bpf_map_delete_elem(&ml_links, &st->cookie);
+	}
+
+	if (cfg->max_queued) {
+		if (st->flags & ML_SK_HELD) {
+			if (!may_resume(msg, st->peer_sk, cfg->max_queued)) {
+				ml_count(ML_C_MSG_TCP, 1);
+				ml_count(ML_C_BYTES_TCP, size);
+				return SK_PASS;
+			}
+			st->flags &= ~ML_SK_HELD;
+			ml_count(ML_C_RESUMED, 1);
+		} else if (peer_unread(st->peer_sk) > cfg->max_queued) {
+			st->flags |= ML_SK_HELD;
+			ml_count(ML_C_HELD, 1);
+			ml_count(ML_C_MSG_TCP, 1);
+			ml_count(ML_C_BYTES_TCP, size);
+			return SK_PASS;
+		}
+	}
+
+	verdict = bpf_msg_redirect_hash(msg, &ml_socks, &st->peer, BPF_F_INGRESS);
+	if (verdict != SK_PASS)
+		/* The peer has closed and left the map: deliver over TCP,
+		 * which reports the close the way the app expects. Never
+		 * SK_DROP, which would fail the write. */
+		return to_tcp(st, msg, ML_C_PEER_GONE);
+	ml_count(ML_C_MSG_REDIRECTED, 1);
+	ml_count(ML_C_BYTES_REDIRECTED, size);
+	return SK_PASS;
+}

@@ -1,0 +1,235 @@
+/**
+ * Loads, pins and attaches the meshlane programs for one node, or re-adopts
+ * what an earlier worker pinned, and detaches it all on uninstall.
+ *
+ * Everything that must outlive the worker is pinned: the maps (so a restart
+ * sees the same state and live sockets stay in the sockhash) and the
+ * bpf_links (so the programs stay attached while no worker runs; that is the
+ * fail-static half of the design).
+ */
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { BpfMap } from './maps.js';
+import { BPF_CGROUP_SOCK_OPS, BPF_SK_MSG_VERDICT, BpfError, libbpf, type ObjectPtr } from './libbpf.js';
+import { LAYOUTS, MAP_NAMES, MAP_SPECS, ML_LAYOUT_VERSION, configValue, decodeConfig, type MapName } from './layout.js';
+import { pinPaths, type PinPaths } from './pins.js';
+
+export interface Capacity {
+  /** Local endpoint IPs (pods x families). */
+  endpoints: number;
+  /** Sockets that may be accelerated at once. */
+  sockets: number;
+}
+
+export function capacityForPods(maxPods: number, maxConnections: number): Capacity {
+  return { endpoints: Math.max(64, maxPods * 2), sockets: maxConnections };
+}
+
+export interface DatapathOptions {
+  node: string;
+  /** cgroup v2 directory whose sockets the programs see. Needed to attach. */
+  cgroup?: string;
+  /** Folder with sockops.bpf.o and redirect.bpf.o. */
+  objectDir: string;
+  pinRoot: string;
+  capacity: Capacity;
+}
+
+export class IncompatiblePinError extends Error {
+  override name = 'IncompatiblePinError';
+  constructor(readonly differences: string[]) {
+    super(`pinned maps do not match this worker's layout: ${differences.join('; ')}`);
+  }
+}
+
+type Maps = Record<MapName, BpfMap>;
+
+function maxEntriesFor(name: MapName, cap: Capacity): number | undefined {
+  switch (name) {
+    case 'ml_endpoints':
+      return cap.endpoints;
+    case 'ml_port_rules':
+      return cap.endpoints * 32;
+    case 'ml_cidr_exclude':
+    case 'ml_cidr_include':
+      return cap.endpoints * 8;
+    case 'ml_pairs':
+      // Every Envoy pair of the node, both families.
+      return Math.max(1024, cap.endpoints * cap.endpoints);
+    case 'ml_socks':
+      return cap.sockets;
+    case 'ml_pending':
+    case 'ml_links':
+      return Math.max(1024, cap.sockets / 2);
+    default:
+      return undefined;
+  }
+}
+
+/** Checks pinned maps against what this build expects; names every difference. */
+function compatibility(maps: Maps): string[] {
+  const diffs: string[] = [];
+  for (const [name, spec] of Object.entries(MAP_SPECS) as Array<[keyof typeof MAP_SPECS, (typeof MAP_SPECS)[keyof typeof MAP_SPECS]]>) {
+    const m = maps[name];
+    const wantKey = spec.key ? LAYOUTS[spec.key]?.size : m.keySize;
+    const wantValue = LAYOUTS[spec.value]?.size;
+    if (wantKey !== undefined && m.keySize !== wantKey) diffs.push(`${name} KeySize: ${m.keySize} changed to ${wantKey}`);
+    if (wantValue !== undefined && m.valueSize !== wantValue) diffs.push(`${name} ValueSize: ${m.valueSize} changed to ${wantValue}`);
+  }
+  const cfg = maps.ml_config.lookup(Buffer.alloc(4));
+  if (cfg) {
+    const v = decodeConfig(cfg).layoutVersion;
+    if (v !== 0 && v !== ML_LAYOUT_VERSION) diffs.push(`layout version: ${v} changed to ${ML_LAYOUT_VERSION}`);
+  }
+  return diffs;
+}
+
+export class Datapath {
+  private constructor(
+    readonly node: string,
+    readonly pins: PinPaths,
+    readonly maps: Maps,
+    /** true when an earlier worker's pins were re-used. */
+    readonly adopted: boolean,
+  ) {}
+
+  static installed(pinRoot: string, node: string): boolean {
+    const p = pinPaths(pinRoot, node);
+    return existsSync(p.link('sockops'));
+  }
+
+  /** Opens the pinned maps of an installed node without touching anything. */
+  static openPinned(pinRoot: string, node: string): Datapath {
+    const pins = pinPaths(pinRoot, node);
+    const maps = {} as Maps;
+    try {
+      for (const name of MAP_NAMES) maps[name] = BpfMap.openPinned(name, pins.map(name));
+    } catch (err) {
+      for (const m of Object.values(maps)) m.close();
+      throw err;
+    }
+    const diffs = compatibility(maps);
+    if (diffs.length) {
+      for (const m of Object.values(maps)) m.close();
+      throw new IncompatiblePinError(diffs);
+    }
+    return new Datapath(node, pins, maps, true);
+  }
+
+  /**
+   * Re-adopts a node's pins when both links exist; otherwise loads the
+   * objects (re-using any compatible pinned maps), attaches and pins links.
+   */
+  static install(opts: DatapathOptions): Datapath {
+    if (Datapath.installed(opts.pinRoot, opts.node) && existsSync(pinPaths(opts.pinRoot, opts.node).link('sk_msg'))) {
+      return Datapath.openPinned(opts.pinRoot, opts.node);
+    }
+    if (!opts.cgroup) throw new Error('attaching: no cgroup given');
+    const pins = pinPaths(opts.pinRoot, opts.node);
+    mkdirSync(pins.maps, { recursive: true });
+    mkdirSync(pins.links, { recursive: true });
+
+    const objects: ObjectPtr[] = [];
+    try {
+      const sockops = loadObject(join(opts.objectDir, 'sockops.bpf.o'), pins, opts.capacity);
+      objects.push(sockops);
+      const redirect = loadObject(join(opts.objectDir, 'redirect.bpf.o'), pins, opts.capacity);
+      objects.push(redirect);
+
+      const dp = Datapath.openPinned(opts.pinRoot, opts.node);
+      const cfg = dp.maps.ml_config.lookup(Buffer.alloc(4));
+      if (!cfg || decodeConfig(cfg).layoutVersion === 0) {
+        // New maps: everything off until the first desired state lands.
+        dp.maps.ml_config.update(Buffer.alloc(4), configValue({ flags: 0, layoutVersion: ML_LAYOUT_VERSION, maxQueued: 0, generation: 0n }));
+      }
+      attachSkMsg(libbpf.programFd(redirect, 'ml_redirect'), dp.maps.ml_socks.fd, pins.link('sk_msg'));
+      attachSockops(libbpf.programFd(sockops, 'ml_sockops'), opts.cgroup, pins.link('sockops'));
+      return new Datapath(opts.node, pins, dp.maps, false);
+    } finally {
+      // Pinned maps and links keep everything alive without these.
+      for (const o of objects) libbpf.closeObject(o);
+    }
+  }
+
+  close(): void {
+    for (const m of Object.values(this.maps)) m.close();
+  }
+
+  /**
+   * Detaches both programs and removes every pin of this node. Live sockets
+   * leave the sockhash when the map goes and continue over TCP. Callers
+   * switch redirects off and let queues drain first (see uninstall.ts).
+   */
+  static remove(pinRoot: string, node: string): string[] {
+    const pins = pinPaths(pinRoot, node);
+    const removed: string[] = [];
+    for (const link of ['sockops', 'sk_msg'] as const) {
+      const path = pins.link(link);
+      if (!existsSync(path)) continue;
+      const fd = libbpf.objGet(path);
+      try {
+        libbpf.linkDetach(fd);
+      } finally {
+        libbpf.closeFd(fd);
+      }
+      unlinkSync(path);
+      removed.push(path);
+    }
+    for (const dir of [pins.maps, pins.links]) {
+      if (!existsSync(dir)) continue;
+      for (const f of readdirSync(dir)) {
+        unlinkSync(join(dir, f));
+        removed.push(join(dir, f));
+      }
+      rmdirSync(dir);
+    }
+    if (existsSync(pins.dir)) rmdirSync(pins.dir);
+    return removed;
+  }
+}
+
+function loadObject(path: string, pins: PinPaths, cap: Capacity): ObjectPtr {
+  const obj = libbpf.openObject(path);
+  try {
+    for (const m of libbpf.maps(obj)) {
+      const name = libbpf.mapName(m) as MapName;
+      if (!MAP_NAMES.includes(name)) continue; // .bss/.rodata and the like
+      libbpf.setPinPath(m, pins.map(name));
+      const max = maxEntriesFor(name, cap);
+      if (max !== undefined) libbpf.setMaxEntries(m, max);
+    }
+    libbpf.loadObject(obj);
+    return obj;
+  } catch (err) {
+    libbpf.closeObject(obj);
+    if (err instanceof BpfError) throw new BpfError(`loading ${path}: ${err.op}`, err.errno);
+    throw err;
+  }
+}
+
+function attachSockops(progFd: number, cgroup: string, pin: string): void {
+  const cg = openSync(cgroup, 'r');
+  try {
+    // A bpf_link, not a legacy attach: it coexists with other sockops
+    // programs on the same cgroup (Cilium, Calico) and detaches by itself
+    // if its pin and every fd go away.
+    const link = libbpf.linkCreate(progFd, cg, BPF_CGROUP_SOCK_OPS);
+    try {
+      libbpf.pin(link, pin);
+    } finally {
+      libbpf.closeFd(link);
+    }
+  } finally {
+    closeSync(cg);
+  }
+}
+
+function attachSkMsg(progFd: number, sockhashFd: number, pin: string): void {
+  // Sockmap links exist since 6.10; the map holds the program either way.
+  const link = libbpf.linkCreate(progFd, sockhashFd, BPF_SK_MSG_VERDICT);
+  try {
+    libbpf.pin(link, pin);
+  } finally {
+    libbpf.closeFd(link);
+  }
+}

@@ -1,0 +1,196 @@
+#!/usr/bin/env node
+/**
+ * meshlane-worker: the node agent. See `meshlane-worker --help`.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Datapath, capacityForPods } from './bpf/datapath.js';
+import { probeKernel, missingFeatures } from './bpf/features.js';
+import { DEFAULT_PIN_ROOT } from './bpf/pins.js';
+import { formatStatus, readStatus } from './bpf/status.js';
+import { applyNodeState } from './state/apply.js';
+import { readStateFile, watchStateFile } from './statefile.js';
+import { createLogger } from './log.js';
+import { WorkerMetrics } from './metrics.js';
+
+const HELP = `meshlane-worker: loads the meshlane BPF datapath on a node and keeps its maps
+equal to the node's desired state.
+
+Usage:
+  meshlane-worker run --node NAME --cgroup PATH --state FILE [options]
+      Load (or re-adopt) and attach the programs to the cgroup v2 PATH, apply
+      the NodeState in FILE and re-apply it whenever FILE changes. A file that
+      fails validation is refused whole; the maps keep the last good state.
+      Stops on SIGTERM/SIGINT and leaves everything attached (fail-static).
+  meshlane-worker status --node NAME [--json]
+      Programs, map occupancy and counters of the node's datapath.
+  meshlane-worker uninstall --node NAME
+      Switch redirects off, detach both programs and remove every pin of the
+      node. Live connections continue over TCP, byte-exact.
+
+Options:
+  --node NAME           node name (env MESHLANE_NODE)
+  --cgroup PATH         cgroup v2 directory to attach to (env MESHLANE_CGROUP)
+  --state FILE          desired NodeState JSON (run)
+  --pin-root DIR        bpffs folder for pins (default ${DEFAULT_PIN_ROOT}, env MESHLANE_PIN_ROOT)
+  --bpf-dir DIR         folder with sockops.bpf.o and redirect.bpf.o (env MESHLANE_BPF_DIR)
+  --max-pods N          pods this node can hold; sizes the maps (default 110)
+  --max-connections N   sockets accelerated at once (default 65536)
+  --metrics-addr ADDR   serve /metrics, /healthz, /readyz on [HOST:]PORT (run; default off)
+  --log-level LEVEL     pino level (default info, env MESHLANE_LOG_LEVEL)
+  --json                status as JSON
+  -h, --help            this text
+`;
+
+function defaultBpfDir(): string {
+  return fileURLToPath(new URL('../../bpf/out', import.meta.url));
+}
+
+function fail(msg: string, code = 2): never {
+  process.stderr.write(`meshlane-worker: ${msg}\n`);
+  process.exit(code);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      node: { type: 'string', default: process.env.MESHLANE_NODE },
+      cgroup: { type: 'string', default: process.env.MESHLANE_CGROUP },
+      state: { type: 'string' },
+      'pin-root': { type: 'string', default: process.env.MESHLANE_PIN_ROOT ?? DEFAULT_PIN_ROOT },
+      'bpf-dir': { type: 'string', default: process.env.MESHLANE_BPF_DIR },
+      'max-pods': { type: 'string', default: '110' },
+      'max-connections': { type: 'string', default: '65536' },
+      'metrics-addr': { type: 'string' },
+      'log-level': { type: 'string', default: process.env.MESHLANE_LOG_LEVEL ?? 'info' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  const cmd = positionals[0];
+  if (values.help || !cmd) {
+    process.stdout.write(HELP);
+    if (!values.help) process.exit(2);
+    return;
+  }
+  const node = values.node ?? fail('--node is required');
+  const pinRoot = values['pin-root'];
+  switch (cmd) {
+    case 'run':
+      return run({
+        node,
+        pinRoot,
+        cgroup: values.cgroup ?? fail('--cgroup is required for run'),
+        state: values.state ?? fail('--state is required for run'),
+        bpfDir: values['bpf-dir'] ?? defaultBpfDir(),
+        maxPods: positiveInt(values['max-pods'], '--max-pods'),
+        maxConnections: positiveInt(values['max-connections'], '--max-connections'),
+        metricsAddr: values['metrics-addr'],
+        logLevel: values['log-level'],
+      });
+    case 'status': {
+      if (!Datapath.installed(pinRoot, node)) fail(`node ${node}: no datapath installed under ${pinRoot}`, 1);
+      const dp = Datapath.openPinned(pinRoot, node);
+      const s = readStatus(dp);
+      dp.close();
+      process.stdout.write(values.json ? `${JSON.stringify({ ...s, kernel: probeKernel() }, null, 2)}\n` : `${formatStatus(s)}\n`);
+      return;
+    }
+    case 'uninstall':
+      return uninstall(pinRoot, node);
+    default:
+      fail(`unknown command ${JSON.stringify(cmd)}; see --help`);
+  }
+}
+
+function positiveInt(v: string, flag: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) fail(`${flag} must be a positive integer, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function uninstall(pinRoot: string, node: string): void {
+  const log = createLogger('info');
+  if (existsSync(`${pinRoot}/${node}/maps/ml_config`)) {
+    // Switch off first: every further send goes over TCP, behind the bytes
+    // already queued at peers, which stay readable because no socket is
+    // deleted from the sockhash (a delete would purge its queue).
+    const dp = Datapath.openPinned(pinRoot, node);
+    const key = Buffer.alloc(4);
+    const cfg = dp.maps.ml_config.lookup(key);
+    if (cfg) {
+      cfg.writeUInt32LE(0, 0);
+      dp.maps.ml_config.update(key, cfg);
+    }
+    dp.close();
+  }
+  const removed = Datapath.remove(pinRoot, node);
+  log.info({ node, removed: removed.length }, removed.length ? 'uninstalled' : 'nothing to uninstall');
+}
+
+interface RunOptions {
+  node: string;
+  pinRoot: string;
+  cgroup: string;
+  state: string;
+  bpfDir: string;
+  maxPods: number;
+  maxConnections: number;
+  metricsAddr: string | undefined;
+  logLevel: string;
+}
+
+async function run(o: RunOptions): Promise<void> {
+  const log = createLogger(o.logLevel).child({ node: o.node });
+  const features = probeKernel();
+  const missing = missingFeatures(features);
+  if (missing.length) fail(`this kernel cannot run meshlane; missing: ${missing.join(', ')}`, 1);
+  log.info({ features }, 'kernel features');
+
+  const dp = Datapath.install({
+    node: o.node,
+    cgroup: o.cgroup,
+    objectDir: o.bpfDir,
+    pinRoot: o.pinRoot,
+    capacity: capacityForPods(o.maxPods, o.maxConnections),
+  });
+  log.info({ adopted: dp.adopted, pins: dp.pins.dir, cgroup: o.cgroup }, dp.adopted ? 're-adopted pinned datapath' : 'datapath loaded and attached');
+
+  const metrics = new WorkerMetrics(dp);
+  let applied = -1;
+  const apply = (): void => {
+    try {
+      const state = readStateFile(o.state, o.node);
+      const started = process.hrtime.bigint();
+      const r = applyNodeState(dp, state);
+      applied = state.generation;
+      metrics.applies.inc();
+      log.info({ generation: r.generation, changed: r.changed, entries: r.entries, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'desired state applied');
+    } catch (err) {
+      metrics.stateErrors.inc();
+      log.error({ err: (err as Error).message }, 'desired state refused; keeping the last good state');
+    }
+  };
+  apply();
+  const unwatch = watchStateFile(o.state, apply);
+  const server = o.metricsAddr
+    ? await metrics.serve(o.metricsAddr, { live: () => true, ready: () => applied >= 0 })
+    : undefined;
+
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info({ signal: sig }, 'stopping; programs and maps stay attached');
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  unwatch();
+  server?.close();
+  dp.close();
+}
+
+main(process.argv.slice(2)).catch((err: Error) => fail(err.message, 1));

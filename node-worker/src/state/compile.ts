@@ -1,0 +1,121 @@
+/**
+ * NodeState -> the exact entries each worker-owned map must hold. Pure: the
+ * same state always gives the same entries, which is what makes reconcile
+ * idempotent and restarts harmless.
+ */
+import { isIP } from 'node:net';
+import { parseCidr, type Endpoint, type NodeState } from '@meshlane/proto';
+import {
+  CFG_APP_SOCKETS,
+  CFG_ENABLED,
+  DIR_INBOUND,
+  DIR_OUTBOUND,
+  EP_ACCELERATE,
+  EP_INBOUND_ALL_PORTS,
+  EP_OUTBOUND_ALL_IPS,
+  ML_LAYOUT_VERSION,
+  PAIR_ALLOW,
+  PORT_EXCLUDE,
+  PORT_INCLUDE,
+  cidrKey,
+  configValue,
+  endpointKey,
+  endpointValue,
+  pairKey,
+  portKey,
+  u32Value,
+} from '../bpf/layout.js';
+
+/** Maps whose whole content the desired state decides. */
+export const OWNED_MAPS = ['ml_endpoints', 'ml_port_rules', 'ml_cidr_exclude', 'ml_cidr_include', 'ml_pairs'] as const;
+export type OwnedMap = (typeof OWNED_MAPS)[number];
+
+/** hex(key) -> [key, value] */
+export type Entries = Map<string, [Buffer, Buffer]>;
+export type DesiredMaps = Record<OwnedMap, Entries>;
+
+export interface Desired {
+  maps: DesiredMaps;
+  config: Buffer;
+}
+
+/** FNV-1a of the pod name: stable across restarts and workers, so it needs no allocation table. */
+export function endpointId(pod: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < pod.length; i++) {
+    h ^= pod.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+function put(m: Entries, key: Buffer, value: Buffer): void {
+  m.set(key.toString('hex'), [key, value]);
+}
+
+function compileEndpoint(e: Endpoint, maps: DesiredMaps): void {
+  const flags =
+    (e.accelerate ? EP_ACCELERATE : 0) |
+    (e.inbound.includePorts === '*' ? EP_INBOUND_ALL_PORTS : 0) |
+    (e.outbound.includeCidrs === '*' ? EP_OUTBOUND_ALL_IPS : 0);
+  const value = endpointValue({
+    endpointId: endpointId(e.pod),
+    proxyUid: e.proxyUid,
+    flags,
+    outboundPort: e.outboundPort,
+    inboundPort: e.inboundPort,
+  });
+  for (const ip of e.ips) {
+    put(maps.ml_endpoints, endpointKey(ip), value);
+    const excludedIn = new Set(e.inbound.excludePorts);
+    if (e.inbound.includePorts !== '*') {
+      for (const p of e.inbound.includePorts) {
+        if (!excludedIn.has(p)) put(maps.ml_port_rules, portKey(ip, p, DIR_INBOUND), u32Value(PORT_INCLUDE));
+      }
+    }
+    for (const p of excludedIn) put(maps.ml_port_rules, portKey(ip, p, DIR_INBOUND), u32Value(PORT_EXCLUDE));
+    for (const p of e.outbound.excludePorts) put(maps.ml_port_rules, portKey(ip, p, DIR_OUTBOUND), u32Value(PORT_EXCLUDE));
+    for (const c of e.outbound.excludeCidrs) {
+      const { addr, bits } = parseCidr(c);
+      put(maps.ml_cidr_exclude, cidrKey(ip, addr, bits), u32Value(1));
+    }
+    if (e.outbound.includeCidrs !== '*') {
+      for (const c of e.outbound.includeCidrs) {
+        const { addr, bits } = parseCidr(c);
+        put(maps.ml_cidr_include, cidrKey(ip, addr, bits), u32Value(1));
+      }
+    }
+  }
+}
+
+export function compileNodeState(state: NodeState): Desired {
+  const maps: DesiredMaps = {
+    ml_endpoints: new Map(),
+    ml_port_rules: new Map(),
+    ml_cidr_exclude: new Map(),
+    ml_cidr_include: new Map(),
+    ml_pairs: new Map(),
+  };
+  const byPod = new Map<string, Endpoint>();
+  for (const e of state.endpoints) {
+    byPod.set(e.pod, e);
+    compileEndpoint(e, maps);
+  }
+  for (const p of state.pairs) {
+    const client = byPod.get(p.client);
+    const server = byPod.get(p.server);
+    if (!client || !server) continue; // parseNodeState has refused this already
+    for (const cip of client.ips) {
+      for (const sip of server.ips) {
+        if (isIP(cip) === isIP(sip)) put(maps.ml_pairs, pairKey(cip, sip), u32Value(PAIR_ALLOW));
+      }
+    }
+  }
+  const config = configValue({
+    flags: (state.switches.enabled ? CFG_ENABLED : 0) | (state.switches.appSockets ? CFG_APP_SOCKETS : 0),
+    layoutVersion: ML_LAYOUT_VERSION,
+    maxQueued: state.switches.maxQueuedBytes,
+    generation: BigInt(state.generation),
+  });
+  return { maps, config };
+}

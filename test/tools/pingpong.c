@@ -1,0 +1,387 @@
+// pingpong: latency / throughput client for the mesh benchmarks.
+//
+// Blocking sockets on purpose: one outstanding request at a time gives a
+// clean per-round-trip latency with no event-loop overhead in the client,
+// so differences between runs come from the path under test.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct sockaddr_storage target;
+static socklen_t target_len;
+static int timeout_s = 10;
+
+__attribute__((format(printf, 1, 2), noreturn)) static void fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("pingpong: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(1);
+}
+
+static void fail_errno(const char *what)
+{
+	// A timed-out blocking call surfaces as EAGAIN; name it plainly.
+	const char *msg = (errno == EAGAIN || errno == EWOULDBLOCK) ? "timed out" : strerror(errno);
+	fprintf(stderr, "pingpong: %s: %s\n", what, msg);
+	exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int connect_target(void)
+{
+	int fd = socket(target.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		fail_errno("socket");
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	// Timeouts turn a stalled proxy into a clear failure instead of a hang.
+	struct timeval tv = { .tv_sec = timeout_s };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&target, target_len) < 0)
+		fail_errno("connect");
+	return fd;
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			fail_errno("write");
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void read_exact(int fd, char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t r = recv(fd, p, n, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			fail_errno("read");
+		}
+		if (r == 0) {
+			fprintf(stderr, "pingpong: short read: connection closed with %zu bytes missing\n", n);
+			exit(1);
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+}
+
+// Large messages: writing all before reading could deadlock once the echo
+// fills every buffer on the path, so send and receive are interleaved.
+static void exchange(int fd, const char *tx, char *rx, size_t n)
+{
+	if (n <= 65536) {
+		// Fits in socket buffers: two plain syscalls keep the client's own
+		// cost per round trip minimal.
+		write_all(fd, tx, n);
+		read_exact(fd, rx, n);
+		return;
+	}
+	size_t sent = 0, got = 0;
+	while (got < n) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN | (sent < n ? POLLOUT : 0) };
+		int r = poll(&pfd, 1, timeout_s * 1000);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			fail_errno("poll");
+		}
+		if (r == 0)
+			fail("timed out waiting for echo (%zu of %zu bytes back)", got, n);
+		if (sent < n && (pfd.revents & (POLLOUT | POLLERR | POLLHUP))) {
+			ssize_t w = send(fd, tx + sent, n - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				fail_errno("write");
+			if (w > 0)
+				sent += (size_t)w;
+		}
+		if (pfd.revents & (POLLIN | POLLERR | POLLHUP)) {
+			ssize_t rd = recv(fd, rx + got, n - got, MSG_DONTWAIT);
+			if (rd == 0)
+				fail("short read: connection closed with %zu bytes missing", n - got);
+			if (rd < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				fail_errno("read");
+			if (rd > 0)
+				got += (size_t)rd;
+		}
+	}
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return (x > y) - (x < y);
+}
+
+// Nearest-rank percentile on a sorted array.
+static double pct_us(const uint64_t *v, size_t n, double p)
+{
+	size_t rank = (size_t)(p * (double)n + 0.999999);
+	if (rank < 1)
+		rank = 1;
+	if (rank > n)
+		rank = n;
+	return (double)v[rank - 1] / 1000.0;
+}
+
+static void report_latency(const char *mode, long size, uint64_t *lat, size_t n, bool json)
+{
+	qsort(lat, n, sizeof(*lat), cmp_u64);
+	double sum = 0;
+	for (size_t i = 0; i < n; i++)
+		sum += (double)lat[i];
+	double mean = sum / (double)n / 1000.0;
+	if (json)
+		printf("{\"mode\":\"%s\",\"size\":%ld,\"count\":%zu,\"p50_us\":%.3f,\"p90_us\":%.3f,"
+		       "\"p99_us\":%.3f,\"mean_us\":%.3f,\"min_us\":%.3f}\n",
+		       mode, size, n, pct_us(lat, n, 0.50), pct_us(lat, n, 0.90), pct_us(lat, n, 0.99),
+		       mean, (double)lat[0] / 1000.0);
+	else
+		printf("%s size=%ld count=%zu p50=%.1fus p90=%.1fus p99=%.1fus mean=%.1fus min=%.1fus\n",
+		       mode, size, n, pct_us(lat, n, 0.50), pct_us(lat, n, 0.90), pct_us(lat, n, 0.99),
+		       mean, (double)lat[0] / 1000.0);
+}
+
+static void run_rr(long size, long count, long warmup, bool json)
+{
+	char *tx = malloc((size_t)size), *rx = malloc((size_t)size);
+	uint64_t *lat = malloc(sizeof(uint64_t) * (size_t)count);
+	if (!tx || !rx || !lat)
+		fail("out of memory");
+	for (long i = 0; i < size; i++)
+		tx[i] = (char)(i * 31 + 7);
+	int fd = connect_target();
+	for (long i = 0; i < warmup + count; i++) {
+		// A per-iteration tag catches a relay that replays or reorders
+		// data, which equal-looking payloads would hide.
+		memcpy(tx, &i, (size_t)size < sizeof(i) ? (size_t)size : sizeof(i));
+		uint64_t t0 = now_ns();
+		exchange(fd, tx, rx, (size_t)size);
+		uint64_t t1 = now_ns();
+		if (memcmp(tx, rx, (size_t)size) != 0) {
+			fprintf(stderr, "pingpong: echo mismatch in round trip %ld\n", i);
+			exit(1);
+		}
+		if (i >= warmup)
+			lat[i - warmup] = t1 - t0;
+	}
+	close(fd);
+	report_latency("rr", size, lat, (size_t)count, json);
+	free(tx);
+	free(rx);
+	free(lat);
+}
+
+static void run_crr(long count, long warmup, bool json)
+{
+	uint64_t *lat = malloc(sizeof(uint64_t) * (size_t)count);
+	if (!lat)
+		fail("out of memory");
+	for (long i = 0; i < warmup + count; i++) {
+		char tx = (char)i, rx;
+		uint64_t t0 = now_ns();
+		int fd = connect_target();
+		write_all(fd, &tx, 1);
+		read_exact(fd, &rx, 1);
+		// The client closes first and so holds TIME_WAIT; for long runs
+		// rely on tcp_tw_reuse (default on for loopback) rather than RST,
+		// which would exercise the proxy's reset path instead.
+		close(fd);
+		uint64_t t1 = now_ns();
+		if (rx != tx) {
+			fprintf(stderr, "pingpong: echo mismatch in connection %ld\n", i);
+			exit(1);
+		}
+		if (i >= warmup)
+			lat[i - warmup] = t1 - t0;
+	}
+	report_latency("crr", 1, lat, (size_t)count, json);
+	free(lat);
+}
+
+static void run_bulk(long chunk, double seconds, bool json)
+{
+	char *buf = malloc((size_t)chunk);
+	if (!buf)
+		fail("out of memory");
+	memset(buf, 0x5a, (size_t)chunk);
+	int fd = connect_target();
+	uint64_t sent = 0;
+	uint64_t start = now_ns();
+	uint64_t deadline = start + (uint64_t)(seconds * 1e9);
+	while (now_ns() < deadline) {
+		write_all(fd, buf, (size_t)chunk);
+		sent += (uint64_t)chunk;
+	}
+	if (shutdown(fd, SHUT_WR) < 0)
+		fail_errno("shutdown");
+	unsigned char cnt[8];
+	read_exact(fd, (char *)cnt, sizeof(cnt));
+	// Throughput counts until the sink confirmed receipt, so bytes still
+	// sitting in socket buffers are not credited as delivered.
+	uint64_t elapsed = now_ns() - start;
+	close(fd);
+	free(buf);
+	uint64_t got = 0;
+	for (int i = 0; i < 8; i++)
+		got |= (uint64_t)cnt[i] << (8 * i);
+	if (got != sent) {
+		fprintf(stderr, "pingpong: sink received %" PRIu64 " bytes but %" PRIu64 " were sent\n",
+			got, sent);
+		exit(2);
+	}
+	double gbps = (double)sent * 8.0 / (double)elapsed;
+	if (json)
+		printf("{\"mode\":\"bulk\",\"chunk\":%ld,\"seconds\":%.3f,\"bytes\":%" PRIu64
+		       ",\"gbit_per_s\":%.3f}\n",
+		       chunk, (double)elapsed / 1e9, sent, gbps);
+	else
+		printf("bulk chunk=%ld seconds=%.3f bytes=%" PRIu64 " %.3f Gbit/s\n", chunk,
+		       (double)elapsed / 1e9, sent, gbps);
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: pingpong --host H --port P --mode rr|crr|bulk [--size BYTES] [--count N]\n"
+		"                [--warmup W] [--seconds S] [--cpu N] [--timeout S] [--json]\n"
+		"  rr:   N round trips of BYTES against an echo server\n"
+		"  crr:  N connect + 1-byte round trip + close against an echo server\n"
+		"  bulk: stream BYTES-sized writes for S seconds to a sink server\n");
+	exit(1);
+}
+
+static long parse_long(const char *s, long min)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || *s == '\0' || *end != '\0' || v < min)
+		fail("invalid number: %s", s);
+	return v;
+}
+
+int main(int argc, char **argv)
+{
+	const char *host = NULL, *mode = NULL;
+	long port = 0, size = -1, count = 1000, warmup = 100, cpu = -1;
+	double seconds = 10;
+	bool json = false;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--json")) {
+			json = true;
+			continue;
+		}
+		if (i + 1 >= argc)
+			usage();
+		const char *v = argv[++i];
+		if (!strcmp(a, "--host"))
+			host = v;
+		else if (!strcmp(a, "--port"))
+			port = parse_long(v, 1);
+		else if (!strcmp(a, "--mode"))
+			mode = v;
+		else if (!strcmp(a, "--size"))
+			size = parse_long(v, 1);
+		else if (!strcmp(a, "--count"))
+			count = parse_long(v, 1);
+		else if (!strcmp(a, "--warmup"))
+			warmup = parse_long(v, 0);
+		else if (!strcmp(a, "--cpu"))
+			cpu = parse_long(v, 0);
+		else if (!strcmp(a, "--timeout"))
+			timeout_s = (int)parse_long(v, 1);
+		else if (!strcmp(a, "--seconds")) {
+			char *end;
+			seconds = strtod(v, &end);
+			if (*end || !(seconds > 0))
+				fail("invalid --seconds: %s", v);
+		} else
+			usage();
+	}
+	if (!host || !mode || port > 65535 || !port)
+		usage();
+	if (size < 0)
+		size = !strcmp(mode, "bulk") ? 65536 : 1;
+
+	memset(&target, 0, sizeof(target));
+	struct sockaddr_in *sin = (struct sockaddr_in *)&target;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&target;
+	// Brackets are tolerated so "[::1]" copied from a URL works too.
+	char h[INET6_ADDRSTRLEN + 2];
+	snprintf(h, sizeof(h), "%s", host);
+	size_t hl = strlen(h);
+	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+		memmove(h, h + 1, hl - 2);
+		h[hl - 2] = '\0';
+	}
+	if (inet_pton(AF_INET, h, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		target_len = sizeof(*sin);
+	} else if (inet_pton(AF_INET6, h, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		target_len = sizeof(*sin6);
+	} else {
+		fail("--host must be an IPv4 or IPv6 literal, got %s", host);
+	}
+
+	if (cpu >= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		if (cpu >= CPU_SETSIZE)
+			fail("--cpu out of range");
+		CPU_SET((int)cpu, &set);
+		if (sched_setaffinity(0, sizeof(set), &set) < 0)
+			fail_errno("sched_setaffinity");
+	}
+	signal(SIGPIPE, SIG_IGN);
+
+	if (!strcmp(mode, "rr"))
+		run_rr(size, count, warmup, json);
+	else if (!strcmp(mode, "crr"))
+		run_crr(count, warmup, json);
+	else if (!strcmp(mode, "bulk"))
+		run_bulk(size, seconds, json);
+	else
+		fail("unknown --mode %s", mode);
+	if (fflush(stdout) != 0)
+		fail_errno("stdout");
+	return 0;
+}
