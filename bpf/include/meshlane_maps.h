@@ -27,6 +27,7 @@ struct ml_endpoint_key {
 #define ML_EP_ACCELERATE        (1U << 0) /* not opted out, sidecar synced */
 #define ML_EP_INBOUND_ALL_PORTS (1U << 1) /* includeInboundPorts="*" */
 #define ML_EP_OUTBOUND_ALL_IPS  (1U << 2) /* includeOutboundIPRanges="*" */
+#define ML_EP_APP_SOCKETS       (1U << 3) /* the app reads non-blocking: its sockets may join */
 
 struct ml_endpoint_value {
 	__u32 endpoint_id;   /* opaque to the kernel; names the pod in dumps */
@@ -80,7 +81,7 @@ struct ml_pair_value {
 
 /* config: a one-slot array of node-wide switches. */
 #define ML_CFG_ENABLED     (1U << 0) /* global kill switch: clear = no new pairs */
-#define ML_CFG_APP_SOCKETS (1U << 1) /* accelerate hops that end in an app socket */
+#define ML_CFG_APP_SOCKETS (1U << 1) /* master switch for ML_EP_APP_SOCKETS */
 
 struct ml_config {
 	__u32 flags;          /* ML_CFG_* */
@@ -163,6 +164,7 @@ enum ml_counter {
 	ML_C_BYTES_TCP,
 	ML_C_PEER_MISSING,       /* sender had no peer at its first message */
 	ML_C_PEER_GONE,          /* redirect failed: the peer left the map */
+	ML_C_PEER_HALF_CLOSED,   /* peer shut down its write side: TCP from here */
 	ML_C_HELD,               /* a direction moved to TCP: peer too far behind */
 	ML_C_RESUMED,            /* a held direction went back to redirect */
 	ML_C_CLOSED,             /* map sockets closed */

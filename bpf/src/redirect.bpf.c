@@ -89,6 +89,21 @@ int ml_redirect(struct sk_msg_md *msg)
 	if (!cfg || !(cfg->flags & ML_CFG_ENABLED))
 		return to_tcp(st, msg, ML_C_SWITCH_OFF);
 
+	/*
+	 * The peer has half-closed (we are in CLOSE_WAIT): it sits in FIN_WAIT2
+	 * and our FIN will move it to TIME_WAIT, which unhashes it from the
+	 * sockhash and purges its redirect queue, unread bytes included. Bytes
+	 * sent over TCP survive that in its receive queue, so from here on this
+	 * direction uses TCP.
+	 */
+	{
+		struct bpf_sock *self = msg->sk;
+
+		asm volatile("" : "+r"(self));
+		if (self && self->state == BPF_TCP_CLOSE_WAIT)
+			return to_tcp(st, msg, ML_C_PEER_HALF_CLOSED);
+	}
+
 	if (!st->peer) {
 		/* A client learns its peer from the accept side, which ran
 		 * before the client could write in every case but a race with

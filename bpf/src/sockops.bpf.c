@@ -91,6 +91,18 @@ static __always_inline __u64 sock_addr(struct bpf_sock_ops *skops)
 	return (__u64)tcp_sk_of(skops);
 }
 
+/*
+ * A socket in the sockhash reads through tcp_bpf_recvmsg, which on kernels
+ * up to at least 6.18 answers a *blocking* recv() with EAGAIN when it wakes
+ * for anything but redirected bytes (TCP bytes, a FIN, a signal). Envoy
+ * never blocks; an app may. So an app socket joins only when the pod says
+ * its app reads non-blocking, and the node-wide switch allows it.
+ */
+static __always_inline bool app_sockets_allowed(struct ml_config *cfg, struct ml_endpoint_value *ep)
+{
+	return (cfg->flags & ML_CFG_APP_SOCKETS) && (ep->flags & ML_EP_APP_SOCKETS);
+}
+
 static __always_inline struct ml_endpoint_value *endpoint(const struct ml_addr *ip)
 {
 	return bpf_map_lookup_elem(&ml_endpoints, ip);
@@ -167,7 +179,7 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops, st
 			ml_count(ML_C_OPTED_OUT, 1);
 			return;
 		}
-		if (!(cfg->flags & ML_CFG_APP_SOCKETS)) {
+		if (!app_sockets_allowed(cfg, lep)) {
 			ml_count(ML_C_APP_SOCKETS_OFF, 1);
 			return;
 		}
@@ -267,7 +279,7 @@ static __always_inline __u32 classify(struct ml_pending_value *c, struct ml_addr
 				ml_count(ML_C_OPTED_OUT, 1);
 				return 0;
 			}
-			if (!(cfg->flags & ML_CFG_APP_SOCKETS)) {
+			if (!app_sockets_allowed(cfg, sep)) {
 				ml_count(ML_C_APP_SOCKETS_OFF, 1);
 				return 0;
 			}

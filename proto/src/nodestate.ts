@@ -18,8 +18,9 @@ export interface Switches {
   /** Global kill switch: false stops every new pair and sends live ones back to TCP. */
   enabled: boolean;
   /**
-   * Accelerate the hops that end in an application socket (app -> sidecar,
-   * sidecar -> app). Envoy -> Envoy is accelerated either way.
+   * Master switch for the hops that end in an application socket (app ->
+   * sidecar, sidecar -> app), which each endpoint must also allow.
+   * Envoy -> Envoy is accelerated either way.
    */
   appSockets: boolean;
   /**
@@ -54,6 +55,12 @@ export interface Endpoint {
   proxyUid: number;
   /** false when opted out or not yet synced: kept so counters can say why. */
   accelerate: boolean;
+  /**
+   * The app reads its sockets non-blocking (epoll, Go, Node, Netty...), so
+   * the app <-> sidecar hops may be accelerated too. Blocking readers can see
+   * a spurious EAGAIN from the kernel's sockmap receive path; see README.
+   */
+  appSockets: boolean;
   /** Envoy's outbound capture port (15001). */
   outboundPort: number;
   /** Envoy's inbound capture port (15006). */

@@ -76,7 +76,7 @@ function cidrSelector(v: unknown, field: string): CidrSelector {
 
 function endpoint(v: unknown, field: string): Endpoint {
   const o = obj(v, field);
-  noUnknown(o, field, ['pod', 'ips', 'proxyUid', 'accelerate', 'outboundPort', 'inboundPort', 'inbound', 'outbound']);
+  noUnknown(o, field, ['pod', 'ips', 'proxyUid', 'accelerate', 'appSockets', 'outboundPort', 'inboundPort', 'inbound', 'outbound']);
   const pod = str(o.pod, `${field}.pod`);
   if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(pod)) {
     throw new ValidationError(`${field}.pod`, 'must be namespace/name');
@@ -96,6 +96,7 @@ function endpoint(v: unknown, field: string): Endpoint {
     ips,
     proxyUid: int(o.proxyUid, `${field}.proxyUid`, 0, 0xfffffffe),
     accelerate: bool(o.accelerate, `${field}.accelerate`),
+    appSockets: bool(o.appSockets, `${field}.appSockets`),
     outboundPort: port(o.outboundPort, `${field}.outboundPort`),
     inboundPort: port(o.inboundPort, `${field}.inboundPort`),
     inbound: {

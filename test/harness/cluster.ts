@@ -67,6 +67,7 @@ export class Pod {
       ips: [this.ip4, this.ip6],
       proxyUid: this.spec.proxyUid ?? 1337,
       accelerate: true,
+      appSockets: true,
       outboundPort: 15001,
       inboundPort: 15006,
       inbound: { includePorts: '*', excludePorts: [15020, 15021, 15090, ...(this.spec.excludeInboundPorts ?? [])] },
@@ -80,6 +81,22 @@ export class Pod {
     const p = spawnIn({ netns: this.netns, cgroup: this.cgroup, uid, cmd });
     this.cluster.track(p);
     return p;
+  }
+
+  /** Runs a command to completion in this pod. */
+  run(cmd: string[], uid = APP_UID, timeoutMs = 60000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    const p = this.spawn(cmd, uid);
+    let stdout = '';
+    let stderr = '';
+    p.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    return new Promise((res) => {
+      p.once('exit', (code) => {
+        clearTimeout(timer);
+        res({ code, stdout, stderr });
+      });
+    });
   }
 
   /** A client app process in this pod (see pod-agent.mjs). */
@@ -131,6 +148,10 @@ export class Agent {
 
   many(args: { host: string; port: number; bytes: number; count: number }): Promise<ManyResult> {
     return this.call('many', args);
+  }
+
+  sink(args: { host: string; port: number; bytes: number }): Promise<{ counted?: number; sent: number; error?: string }> {
+    return this.call('sink', args);
   }
 
   reset(args: { host: string; port: number }): Promise<{ echoed?: number; error?: string }> {
@@ -262,6 +283,8 @@ export class TestCluster {
     sh('ip', ['-n', netns, 'addr', 'add', `${pod.ip6}/64`, 'dev', 'eth0', 'nodad']);
     sh('ip', ['-n', netns, 'link', 'set', 'eth0', 'up']);
     if (spec.meshed) {
+      // Envoy sources inbound hops from 127.0.0.6 / ::6; istio puts ::6 on lo.
+      sh('ip', ['-n', netns, 'addr', 'add', '::6/128', 'dev', 'lo', 'nodad']);
       const rules = { proxyUid: spec.proxyUid ?? 1337, outboundPort: 15001, inboundPort: 15006, excludeInboundPorts: spec.excludeInboundPorts ?? [], excludeOutboundPorts: spec.excludeOutboundPorts ?? [] };
       sh('ip', ['netns', 'exec', netns, 'iptables-restore'], istioNatRules({ ...rules, v4: true }));
       sh('ip', ['netns', 'exec', netns, 'ip6tables-restore'], istioNatRules({ ...rules, v4: false }));

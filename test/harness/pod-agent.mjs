@@ -70,6 +70,33 @@ async function many({ count, ...rest }) {
   };
 }
 
+/**
+ * Half-close against a sink: writes `bytes`, shuts down its write side, then
+ * reads the 8-byte count the sink sends only after it has read EOF.
+ */
+function sink({ host, port, bytes }) {
+  return new Promise((resolve) => {
+    const sock = connect({ host, port });
+    let sent = 0;
+    const reply = [];
+    const pump = () => {
+      while (sent < bytes) {
+        const n = Math.min(CHUNK, bytes - sent);
+        sent += n;
+        if (!sock.write(randomBytes(n))) return void sock.once('drain', pump);
+      }
+      sock.end();
+    };
+    sock.on('connect', pump);
+    sock.on('data', (d) => reply.push(d));
+    sock.on('end', () => {
+      const buf = Buffer.concat(reply);
+      resolve(buf.length === 8 ? { counted: Number(buf.readBigUInt64LE(0)), sent } : { error: `reply of ${buf.length} bytes`, sent });
+    });
+    sock.on('error', (e) => resolve({ error: e.code ?? e.message, sent }));
+  });
+}
+
 /** Connects, exchanges some bytes, then aborts with RST. */
 function reset({ host, port }) {
   return new Promise((resolve) => {
@@ -87,7 +114,7 @@ function reset({ host, port }) {
   });
 }
 
-const ops = { xfer, many, reset };
+const ops = { xfer, many, reset, sink };
 const rl = createInterface({ input: process.stdin });
 rl.on('line', async (line) => {
   const { id, op, args } = JSON.parse(line);

@@ -84,6 +84,7 @@ static struct listener listeners[4];
 static int n_listeners;
 static int outbound_port = 15001, inbound_port = 15006;
 static struct in_addr inbound_source;
+static struct in6_addr inbound_source6;
 // Pairs closed during an epoll batch may still be referenced by later
 // events in that batch, so freeing is deferred to the end of the batch.
 static struct pair *dead_list;
@@ -349,6 +350,19 @@ static void handle_conn(struct listener *l, int fd)
 		return;
 	}
 	set_nodelay(up);
+	if (l->inbound && l->family == AF_INET6) {
+		// The IPv6 twin of 127.0.0.6: istio-iptables puts ::6 on lo and
+		// exempts it from capture the same way.
+		int one = 1;
+		setsockopt(up, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		struct sockaddr_in6 src6 = { .sin6_family = AF_INET6, .sin6_addr = inbound_source6 };
+		if (bind(up, (struct sockaddr *)&src6, sizeof(src6)) < 0) {
+			logerr("bind inbound source ::6: %s", strerror(errno));
+			close(up);
+			reset_fd(fd);
+			return;
+		}
+	}
 	if (l->inbound && l->family == AF_INET) {
 		// Istio sources inbound hops from 127.0.0.6 so the app's traffic is
 		// distinguishable from the proxy's own outbound traffic. NO_PORT
@@ -516,6 +530,7 @@ int main(int argc, char **argv)
 		else
 			usage();
 	}
+	inet_pton(AF_INET6, "::6", &inbound_source6);
 	if (inet_pton(AF_INET, src, &inbound_source) != 1) {
 		logerr("--inbound-source must be an IPv4 address");
 		return 1;

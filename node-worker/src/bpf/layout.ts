@@ -122,6 +122,7 @@ export const LAYOUTS: Record<string, StructLayout> = {
 export const EP_ACCELERATE = 1 << 0;
 export const EP_INBOUND_ALL_PORTS = 1 << 1;
 export const EP_OUTBOUND_ALL_IPS = 1 << 2;
+export const EP_APP_SOCKETS = 1 << 3;
 
 export const DIR_INBOUND = 1;
 export const DIR_OUTBOUND = 2;
@@ -158,6 +159,7 @@ export const COUNTERS = [
   'bytes_tcp',
   'peer_missing',
   'peer_gone',
+  'peer_half_closed',
   'held',
   'resumed',
   'closed',

@@ -13,6 +13,7 @@ import {
   EP_ACCELERATE,
   EP_INBOUND_ALL_PORTS,
   EP_OUTBOUND_ALL_IPS,
+  EP_APP_SOCKETS,
   ML_LAYOUT_VERSION,
   PAIR_ALLOW,
   PORT_EXCLUDE,
@@ -57,7 +58,8 @@ function compileEndpoint(e: Endpoint, maps: DesiredMaps): void {
   const flags =
     (e.accelerate ? EP_ACCELERATE : 0) |
     (e.inbound.includePorts === '*' ? EP_INBOUND_ALL_PORTS : 0) |
-    (e.outbound.includeCidrs === '*' ? EP_OUTBOUND_ALL_IPS : 0);
+    (e.outbound.includeCidrs === '*' ? EP_OUTBOUND_ALL_IPS : 0) |
+    (e.appSockets ? EP_APP_SOCKETS : 0);
   const value = endpointValue({
     endpointId: endpointId(e.pod),
     proxyUid: e.proxyUid,
