@@ -1,0 +1,144 @@
+/**
+ * The worker's life around live traffic: connections that predate it,
+ * restarts (even SIGKILL) that re-adopt the pinned datapath, uninstall that
+ * hands every connection back to TCP, and desired states that are refused
+ * whole when any field is wrong.
+ */
+import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Datapath } from '@meshlane/node-worker';
+import { PIN_ROOT, TestCluster, WORKER_CLI, type Agent } from '../harness/cluster.js';
+import { sh } from '../harness/exec.js';
+import { delta, until } from '../harness/counters.js';
+
+const MB = 1024 * 1024;
+
+describe('datapath - worker lifecycle', () => {
+  let c: TestCluster;
+  let a: Agent;
+  let bulk: Agent;
+  beforeAll(async () => {
+    c = new TestCluster(['n1']);
+    await c.addPod({ name: 'a', node: 'n1', index: 1, meshed: true });
+    await c.addPod({ name: 'b', node: 'n1', index: 2, meshed: true, servers: { 8080: 'echo' } });
+    a = await c.pod('a').agent();
+    bulk = await c.pod('a').agent();
+  });
+  afterAll(async () => {
+    a?.close();
+    bulk?.close();
+    await c?.cleanup();
+  });
+
+  /** A slow 24 MB echo (about 3 s) plus 50 concurrent ones, all byte-checked. */
+  function load() {
+    const host = c.pod('b').ip4;
+    return Promise.all([
+      bulk.xfer({ host, port: 8080, bytes: 24 * MB, chunk: 16 * 1024, pauseMs: 2, halfClose: false }),
+      a.many({ host, port: 8080, bytes: 2 * MB, count: 50 }),
+    ]);
+  }
+
+  it('connections opened before the worker started stay on TCP and intact', async () => {
+    const running = load();
+    await new Promise((r) => setTimeout(r, 300));
+    const w = await c.startWorker('n1');
+    const [one, many] = await running;
+    expect(one.error).toBeUndefined();
+    expect(one.recvSha).toBe(one.sentSha);
+    expect(many.errors).toEqual([]);
+    expect(many.mismatches).toBe(0);
+    const k = w.counters();
+    // Every accept and connect of the pre-existing streams happened before attach.
+    expect(k.paired_mesh).toBe(0);
+  });
+
+  it('a worker killed and restarted under load loses no byte and re-adopts its pins', async () => {
+    const w = c.worker('n1');
+    const before = w.counters();
+    const running = load();
+    await new Promise((r) => setTimeout(r, 500));
+    await w.stop('SIGKILL');
+    await new Promise((r) => setTimeout(r, 200));
+    await w.start();
+    expect(w.log).toMatch(/re-adopted pinned datapath/);
+    const [one, many] = await running;
+    expect(one.error).toBeUndefined();
+    expect(one.recvSha).toBe(one.sentSha);
+    expect(many.errors).toEqual([]);
+    expect(many.mismatches).toBe(0);
+    const d = delta(before, w.counters());
+    // The streams were accelerated all along, and the counters kept counting.
+    expect(d.paired_mesh).toBe(51);
+    expect(d.bytes_redirected).toBeGreaterThan(24 * MB);
+    // And new connections after the restart are accelerated too.
+    const after = await a.xfer({ host: c.pod('b').ip4, port: 8080, bytes: MB, halfClose: false });
+    expect(after.recvSha).toBe(after.sentSha);
+    expect(w.counters().paired_mesh - before.paired_mesh).toBe(52);
+  });
+
+  it('re-applying the same state changes nothing', async () => {
+    const w = c.worker('n1');
+    const from = w.log.length;
+    await w.apply(c.state('n1', { generation: 1 }));
+    const line = w.log.slice(from).split('\n').find((l) => l.includes('desired state applied'));
+    expect(line).toBeDefined();
+    expect(JSON.parse(line!).changed).toEqual({});
+  });
+
+  it('a bad state file is refused whole, naming the field, and the maps keep the last good state', async () => {
+    const w = c.worker('n1');
+    const dp = Datapath.openPinned(PIN_ROOT, w.pinNode);
+    const before = dp.maps.ml_endpoints.entries().map(([k, v]) => k.toString('hex') + v.toString('hex')).sort();
+    const good = c.state('n1', { generation: 7 });
+    const bad = JSON.parse(JSON.stringify(good));
+    bad.endpoints[0].proxyUid = 1338; // a valid change ...
+    bad.endpoints[1].outbound.excludePorts = [80, 70000]; // ... next to a bad one
+    const from = w.log.length;
+    await w.apply(bad);
+    expect(w.log.slice(from)).toMatch(/\$\.endpoints\[1\]\.outbound\.excludePorts\[1\]: must be an integer from 1 to 65535/);
+    const after = dp.maps.ml_endpoints.entries().map(([k, v]) => k.toString('hex') + v.toString('hex')).sort();
+    dp.close();
+    expect(after).toEqual(before);
+    // Traffic is still accelerated by the last good state.
+    const k0 = w.counters();
+    const r = await a.xfer({ host: c.pod('b').ip4, port: 8080, bytes: MB, halfClose: false });
+    expect(r.recvSha).toBe(r.sentSha);
+    expect(w.counters().paired_mesh - k0.paired_mesh).toBe(1);
+  });
+
+  it('status reports the programs, map occupancy and counters', () => {
+    const w = c.worker('n1');
+    const out = JSON.parse(sh(process.execPath, [WORKER_CLI, 'status', '--json', '--node', w.pinNode, '--pin-root', PIN_ROOT])) as {
+      links: { name: string; progId: number }[];
+      maps: Record<string, { entries: number | null; max: number }>;
+      counters: Record<string, number>;
+      config: { generation: number; enabled: boolean };
+    };
+    expect(out.links.map((l) => l.name).sort()).toEqual(['sk_msg', 'sockops']);
+    expect(out.links.every((l) => l.progId > 0)).toBe(true);
+    expect(out.maps.ml_endpoints?.entries).toBe(4); // 2 pods x 2 families
+    expect(out.maps.ml_pairs?.entries).toBe(4); // a->b and b->a, both families
+    expect(out.counters.paired_mesh).toBeGreaterThan(0);
+    expect(out.config).toMatchObject({ enabled: true, generation: 1 });
+  });
+
+  it('uninstall under load returns every connection to the normal path intact', async () => {
+    const w = c.worker('n1');
+    await w.stop();
+    const before = w.counters();
+    const running = load();
+    await new Promise((r) => setTimeout(r, 500));
+    await until(w, (k) => k.paired_mesh - before.paired_mesh >= 51);
+    w.uninstall();
+    expect(existsSync(`${PIN_ROOT}/${w.pinNode}`)).toBe(false);
+    const [one, many] = await running;
+    expect(one.error).toBeUndefined();
+    expect(one.recvSha).toBe(one.sentSha);
+    expect(many.errors).toEqual([]);
+    expect(many.mismatches).toBe(0);
+    // Nothing is attached any more: new connections work over plain TCP.
+    const r = await a.xfer({ host: c.pod('b').ip4, port: 8080, bytes: MB });
+    expect(r.recvSha).toBe(r.sentSha);
+  });
+});

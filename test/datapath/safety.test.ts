@@ -1,0 +1,134 @@
+/**
+ * The safety rules of the design brief: acceleration may only short-circuit
+ * bytes that would have reached the same peer socket anyway. Each case sends
+ * real bytes (checked by sha256) and asserts from the counters which hops
+ * were paired and which were refused, and why.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestCluster, type Agent } from '../harness/cluster.js';
+import { measure } from '../harness/counters.js';
+
+describe('datapath - safety rules', () => {
+  let c: TestCluster;
+  const agents = new Map<string, Agent>();
+  const agent = async (pod: string): Promise<Agent> => {
+    let a = agents.get(pod);
+    if (!a) agents.set(pod, (a = await c.pod(pod).agent()));
+    return a;
+  };
+
+  beforeAll(async () => {
+    c = new TestCluster(['n1', 'n2']);
+    await c.addPod({ name: 'a', node: 'n1', index: 1, meshed: true });
+    await c.addPod({ name: 'b', node: 'n1', index: 2, meshed: true, excludeInboundPorts: [8081], servers: { 8080: 'echo', 8081: 'echo' } });
+    await c.addPod({ name: 'x', node: 'n1', index: 3, meshed: true, excludeOutboundPorts: [8080, 8081] });
+    await c.addPod({ name: 'optout', node: 'n1', index: 4, meshed: true, servers: { 8080: 'echo' } });
+    await c.addPod({ name: 'plain', node: 'n1', index: 5, meshed: false, servers: { 8080: 'echo' } });
+    await c.addPod({ name: 'e', node: 'n2', index: 6, meshed: true, servers: { 8080: 'echo' } });
+    await c.startWorker('n1', baseState(1));
+    await c.startWorker('n2');
+  });
+  afterAll(async () => {
+    for (const a of agents.values()) a.close();
+    await c?.cleanup();
+  });
+
+  function baseState(generation: number, opts: { pairs?: { client: string; server: string }[]; enabled?: boolean } = {}) {
+    const endpoints = ['a', 'b', 'x', 'optout'].map((p) => c.pod(p).endpoint(p === 'optout' ? { accelerate: false } : {}));
+    return c.state('n1', { generation, endpoints, ...opts });
+  }
+
+  async function send(from: string, to: string, port = 8080, node = 'n1') {
+    const a = await agent(from);
+    const { result, d } = await measure(c.worker(node), () => a.xfer({ host: c.pod(to).ip4, port, bytes: 256 * 1024, halfClose: false }));
+    expect(result.error).toBeUndefined();
+    expect(result.recvSha).toBe(result.sentSha);
+    return d;
+  }
+
+  it('sanity: the same node, meshed to meshed, is accelerated on every hop', async () => {
+    const d = await send('a', 'b');
+    expect([d.paired_outbound, d.paired_mesh, d.paired_inbound]).toEqual([1, 1, 1]);
+  });
+
+  it('an excluded inbound port: Envoy A reaches app B directly and that pair is refused', async () => {
+    const d = await send('a', 'b', 8081);
+    expect(d.paired_outbound).toBe(1); // app a -> its own sidecar is still fine
+    expect(d.paired_mesh).toBe(0);
+    expect(d.paired_inbound).toBe(0);
+    expect(d.refused_shape).toBe(1);
+  });
+
+  it('an excluded outbound port: app X reaches sidecar B without its own sidecar and is refused', async () => {
+    const d = await send('x', 'b', 8080);
+    expect(d.paired_outbound).toBe(0);
+    expect(d.paired_mesh).toBe(0);
+    expect(d.refused_shape).toBe(1);
+    expect(d.paired_inbound).toBe(1); // B's own sidecar -> B's app
+  });
+
+  it('app -> remote app with no sidecar in between is never paired', async () => {
+    // x does not capture 8081 outbound, b does not capture it inbound.
+    const d = await send('x', 'b', 8081);
+    expect([d.paired_outbound, d.paired_mesh, d.paired_inbound]).toEqual([0, 0, 0]);
+    expect(d.refused_shape).toBe(1);
+    expect(d.bytes_redirected).toBe(0);
+  });
+
+  it('an opted-out pod stays on the normal path as client and as server', async () => {
+    let d = await send('optout', 'b');
+    expect(d.paired_outbound).toBe(0);
+    expect(d.paired_mesh).toBe(0);
+    expect(d.opted_out).toBeGreaterThanOrEqual(2);
+    d = await send('a', 'optout');
+    expect(d.paired_outbound).toBe(1);
+    expect(d.paired_mesh).toBe(0);
+    expect(d.paired_inbound).toBe(0);
+  });
+
+  it('an unmeshed pod stays on the normal path as client and as server', async () => {
+    let d = await send('plain', 'b');
+    expect(d.paired_outbound).toBe(0);
+    expect(d.paired_mesh).toBe(0);
+    expect(d.not_candidate).toBeGreaterThanOrEqual(1);
+    d = await send('a', 'plain');
+    expect(d.paired_outbound).toBe(1);
+    expect(d.paired_mesh).toBe(0);
+    expect(d.paired_inbound).toBe(0);
+  });
+
+  it('pods on different simulated nodes are never paired, on either node', async () => {
+    const before2 = c.worker('n2').counters();
+    const d1 = await send('a', 'e');
+    const after2 = c.worker('n2').counters();
+    expect(d1.paired_outbound).toBe(1);
+    expect(d1.paired_mesh).toBe(0);
+    expect(after2.paired_mesh - before2.paired_mesh).toBe(0);
+    expect(after2.paired_inbound - before2.paired_inbound).toBe(1); // e's own sidecar -> e's app
+  });
+
+  it('an Envoy pair the control plane did not allow is refused', async () => {
+    const w = c.worker('n1');
+    await w.apply(baseState(2, { pairs: [] }));
+    try {
+      const d = await send('a', 'b');
+      expect(d.paired_mesh).toBe(0);
+      expect(d.refused_pair).toBe(1);
+    } finally {
+      await w.apply(baseState(3));
+    }
+  });
+
+  it('the global kill switch pairs nothing new', async () => {
+    const w = c.worker('n1');
+    await w.apply(baseState(4, { enabled: false }));
+    try {
+      const d = await send('a', 'b');
+      expect([d.paired_outbound, d.paired_mesh, d.paired_inbound]).toEqual([0, 0, 0]);
+      expect(d.switch_off).toBeGreaterThanOrEqual(2);
+      expect(d.bytes_redirected).toBe(0);
+    } finally {
+      await w.apply(baseState(5));
+    }
+  });
+});
