@@ -36,6 +36,12 @@ export interface PodSpec {
   /** Index within 1..250, gives 10.77.0.<i> and fd77::<i>. */
   index: number;
   meshed: boolean;
+  /**
+   * What answers on the capture ports of a meshed pod: the relaying
+   * mesh-proxy (default), or an echo / sink server as the proxy uid, which
+   * isolates one hop for benchmarks.
+   */
+  sidecar?: 'proxy' | 'echo' | 'sink';
   proxyUid?: number;
   excludeInboundPorts?: number[];
   excludeOutboundPorts?: number[];
@@ -182,6 +188,7 @@ export class Worker {
     this.log = '';
     const p = spawn(process.execPath, [WORKER_CLI, 'run', '--node', this.pinNode, '--cgroup', this.cluster.nodeCgroup(this.node), '--state', this.stateFile, '--pin-root', PIN_ROOT, '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.cluster.track(p);
+    this.cluster.workerProcs.add(p);
     p.stdout.on('data', (d: Buffer) => (this.log += d.toString()));
     p.stderr.on('data', (d: Buffer) => (this.log += d.toString()));
     this.proc = p;
@@ -236,6 +243,7 @@ export class TestCluster {
   readonly pods = new Map<string, Pod>();
   readonly workers = new Map<string, Worker>();
   private procs = new Set<ChildProcess>();
+  readonly workerProcs = new Set<ChildProcess>();
   private cleaned = false;
   private readonly onExit = () => this.cleanupSync();
 
@@ -269,6 +277,13 @@ export class TestCluster {
     p.once('exit', () => this.procs.delete(p));
   }
 
+  /** Pins every pod process (sidecars, servers, agents) to the given CPUs. */
+  pinPods(cpus: string): void {
+    for (const p of this.procs) {
+      if (p.pid && !this.workerProcs.has(p)) trySh('taskset', ['-a', '-cp', cpus, String(p.pid)]);
+    }
+  }
+
   async addPod(spec: PodSpec): Promise<Pod> {
     const netns = `${this.prefix}-${spec.name}`;
     const cgroup = join(this.nodeCgroup(spec.node), spec.name);
@@ -288,9 +303,19 @@ export class TestCluster {
       const rules = { proxyUid: spec.proxyUid ?? 1337, outboundPort: 15001, inboundPort: 15006, excludeInboundPorts: spec.excludeInboundPorts ?? [], excludeOutboundPorts: spec.excludeOutboundPorts ?? [] };
       sh('ip', ['netns', 'exec', netns, 'iptables-restore'], istioNatRules({ ...rules, v4: true }));
       sh('ip', ['netns', 'exec', netns, 'ip6tables-restore'], istioNatRules({ ...rules, v4: false }));
-      const ready = join(this.tmp, `${spec.name}.proxy.ready`);
-      pod.spawn([join(TOOLS, 'mesh-proxy'), '--ready-file', ready], spec.proxyUid ?? 1337);
-      await waitForFile(ready);
+      const uid = spec.proxyUid ?? 1337;
+      const mode = spec.sidecar ?? 'proxy';
+      if (mode === 'proxy') {
+        const ready = join(this.tmp, `${spec.name}.proxy.ready`);
+        pod.spawn([join(TOOLS, 'mesh-proxy'), '--ready-file', ready], uid);
+        await waitForFile(ready);
+      } else {
+        for (const port of [15001, 15006]) {
+          const ready = join(this.tmp, `${spec.name}.stub${port}.ready`);
+          pod.spawn([join(TOOLS, 'app-server'), '--port', String(port), '--mode', mode, '--ready-file', ready], uid);
+          await waitForFile(ready);
+        }
+      }
     }
     for (const [port, mode] of Object.entries(spec.servers ?? {})) {
       const ready = join(this.tmp, `${spec.name}.${port}.ready`);

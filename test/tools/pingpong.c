@@ -52,11 +52,23 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+// Optional IPv4 source address: lets a uid-1337 client play Envoy's inbound
+// hop, which istio-iptables only exempts from capture when sourced from
+// 127.0.0.6.
+static const char *bind_addr;
+
 static int connect_target(void)
 {
 	int fd = socket(target.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		fail_errno("socket");
+	if (bind_addr) {
+		struct sockaddr_in src = { .sin_family = AF_INET };
+		if (target.ss_family != AF_INET || inet_pton(AF_INET, bind_addr, &src.sin_addr) != 1)
+			fail("--bind needs an IPv4 address and an IPv4 --host");
+		if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0)
+			fail_errno("bind");
+	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	// Timeouts turn a stalled proxy into a clear failure instead of a hang.
@@ -82,13 +94,26 @@ static void write_all(int fd, const char *p, size_t n)
 	}
 }
 
+// A blocking recv() on a socket in a sockmap can return EAGAIN when it wakes
+// for anything but redirected bytes (kernel tcp_bpf_recvmsg, up to at least
+// 6.18). Robust apps retry; so does this client, until its own deadline, and
+// it reports how often that happened.
+static unsigned long eagain_retries;
+
 static void read_exact(int fd, char *p, size_t n)
 {
+	uint64_t deadline = now_ns() + (uint64_t)timeout_s * 1000000000u;
 	while (n > 0) {
 		ssize_t r = recv(fd, p, n, 0);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
+			if ((errno == EAGAIN || errno == EWOULDBLOCK) && now_ns() < deadline) {
+				struct pollfd pfd = { .fd = fd, .events = POLLIN };
+				eagain_retries++;
+				poll(&pfd, 1, 100);
+				continue;
+			}
 			fail_errno("read");
 		}
 		if (r == 0) {
@@ -167,9 +192,9 @@ static void report_latency(const char *mode, long size, uint64_t *lat, size_t n,
 	double mean = sum / (double)n / 1000.0;
 	if (json)
 		printf("{\"mode\":\"%s\",\"size\":%ld,\"count\":%zu,\"p50_us\":%.3f,\"p90_us\":%.3f,"
-		       "\"p99_us\":%.3f,\"mean_us\":%.3f,\"min_us\":%.3f}\n",
+		       "\"p99_us\":%.3f,\"mean_us\":%.3f,\"min_us\":%.3f,\"eagain_retries\":%lu}\n",
 		       mode, size, n, pct_us(lat, n, 0.50), pct_us(lat, n, 0.90), pct_us(lat, n, 0.99),
-		       mean, (double)lat[0] / 1000.0);
+		       mean, (double)lat[0] / 1000.0, eagain_retries);
 	else
 		printf("%s size=%ld count=%zu p50=%.1fus p90=%.1fus p99=%.1fus mean=%.1fus min=%.1fus\n",
 		       mode, size, n, pct_us(lat, n, 0.50), pct_us(lat, n, 0.90), pct_us(lat, n, 0.99),
@@ -267,8 +292,8 @@ static void run_bulk(long chunk, double seconds, bool json)
 	double gbps = (double)sent * 8.0 / (double)elapsed;
 	if (json)
 		printf("{\"mode\":\"bulk\",\"chunk\":%ld,\"seconds\":%.3f,\"bytes\":%" PRIu64
-		       ",\"gbit_per_s\":%.3f}\n",
-		       chunk, (double)elapsed / 1e9, sent, gbps);
+		       ",\"gbit_per_s\":%.3f,\"eagain_retries\":%lu}\n",
+		       chunk, (double)elapsed / 1e9, sent, gbps, eagain_retries);
 	else
 		printf("bulk chunk=%ld seconds=%.3f bytes=%" PRIu64 " %.3f Gbit/s\n", chunk,
 		       (double)elapsed / 1e9, sent, gbps);
@@ -278,7 +303,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: pingpong --host H --port P --mode rr|crr|bulk [--size BYTES] [--count N]\n"
-		"                [--warmup W] [--seconds S] [--cpu N] [--timeout S] [--json]\n"
+		"                [--warmup W] [--seconds S] [--cpu N] [--timeout S] [--bind IPV4] [--json]\n"
 		"  rr:   N round trips of BYTES against an echo server\n"
 		"  crr:  N connect + 1-byte round trip + close against an echo server\n"
 		"  bulk: stream BYTES-sized writes for S seconds to a sink server\n");
@@ -324,6 +349,8 @@ int main(int argc, char **argv)
 			warmup = parse_long(v, 0);
 		else if (!strcmp(a, "--cpu"))
 			cpu = parse_long(v, 0);
+		else if (!strcmp(a, "--bind"))
+			bind_addr = v;
 		else if (!strcmp(a, "--timeout"))
 			timeout_s = (int)parse_long(v, 1);
 		else if (!strcmp(a, "--seconds")) {
