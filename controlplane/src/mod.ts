@@ -1,0 +1,1 @@
+export type { PodClass, ProxySync, IstiodSource, Ineligible } from "./types.js";
