@@ -9,7 +9,7 @@ import { Datapath, capacityForPods } from './bpf/datapath.js';
 import { probeKernel, missingFeatures } from './bpf/features.js';
 import { DEFAULT_PIN_ROOT } from './bpf/pins.js';
 import { formatStatus, readStatus } from './bpf/status.js';
-import { applyNodeState } from './state/apply.js';
+import { Reconciler } from './state/apply.js';
 import { readStateFile, watchStateFile } from './statefile.js';
 import { createLogger } from './log.js';
 import { WorkerMetrics } from './metrics.js';
@@ -160,12 +160,13 @@ async function run(o: RunOptions): Promise<void> {
   log.info({ adopted: dp.adopted, pins: dp.pins.dir, cgroup: o.cgroup }, dp.adopted ? 're-adopted pinned datapath' : 'datapath loaded and attached');
 
   const metrics = new WorkerMetrics(dp);
+  const reconciler = new Reconciler(dp);
   let applied = -1;
   const apply = (): void => {
     try {
       const state = readStateFile(o.state, o.node);
       const started = process.hrtime.bigint();
-      const r = applyNodeState(dp, state);
+      const r = reconciler.apply(state);
       applied = state.generation;
       metrics.applies.inc();
       log.info({ generation: r.generation, changed: r.changed, entries: r.entries, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'desired state applied');

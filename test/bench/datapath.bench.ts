@@ -19,7 +19,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { NODE_STATE_API_VERSION, type Endpoint, type NodeState } from '@meshlane/proto';
-import { Datapath, applyNodeState, capacityForPods } from '@meshlane/node-worker';
+import { Datapath, Reconciler, capacityForPods } from '@meshlane/node-worker';
 import { PIN_ROOT, ROOT, TOOLS, TestCluster, type Pod } from '../harness/cluster.js';
 
 const REPS = Number(process.env.BENCH_REPS ?? 3);
@@ -190,13 +190,14 @@ function benchReconcile(c: TestCluster): Record<string, number> {
   for (let rep = 0; rep < 5; rep++) {
     const dp = Datapath.install({ node, cgroup: cg, objectDir: join(ROOT, 'bpf/out'), pinRoot: PIN_ROOT, capacity: capacityForPods(110, 65536) });
     try {
+      const reconciler = new Reconciler(dp);
       const full = reconcileState(110, 0, 1);
       let t = process.hrtime.bigint();
-      const r = applyNodeState(dp, full);
+      const r = reconciler.apply(full);
       fromEmpty.push(Number(process.hrtime.bigint() - t) / 1e6);
       entries = Object.values(r.entries).reduce((a, b) => a + b, 0);
       t = process.hrtime.bigint();
-      applyNodeState(dp, reconcileState(110, 1, 2));
+      reconciler.apply(reconcileState(110, 1, 2));
       onePod.push(Number(process.hrtime.bigint() - t) / 1e6);
     } finally {
       dp.close();

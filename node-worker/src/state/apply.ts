@@ -3,11 +3,15 @@
  * the map types allow, in an order that never shows a half state as more
  * permissive than either end: pairs go before endpoints on the way out and
  * after them on the way in; an endpoint's exclusions land before it does.
+ *
+ * The reconciler remembers what it last wrote, so a 1-pod change costs a
+ * 1-pod diff; it reads the maps back only when it has no memory of them (at
+ * start, after re-adopting pins) or after a failed write.
  */
-import type { Datapath } from '../bpf/datapath.js';
-import { compileNodeState, OWNED_MAPS, type OwnedMap } from './compile.js';
-import { diffEntries, toEntries, type MapDiff } from './diff.js';
 import type { NodeState } from '@meshlane/proto';
+import type { Datapath } from '../bpf/datapath.js';
+import { compileNodeState, OWNED_MAPS, type DesiredMaps, type OwnedMap } from './compile.js';
+import { diffEntries, toEntries, type MapDiff } from './diff.js';
 
 export interface ApplyResult {
   generation: number;
@@ -15,42 +19,60 @@ export interface ApplyResult {
   entries: Record<OwnedMap, number>;
 }
 
+const ORDER: Array<[OwnedMap, 'del' | 'up']> = [
+  ['ml_pairs', 'del'],
+  ['ml_endpoints', 'del'],
+  ['ml_port_rules', 'up'],
+  ['ml_cidr_exclude', 'up'],
+  ['ml_cidr_include', 'up'],
+  ['ml_endpoints', 'up'],
+  ['ml_port_rules', 'del'],
+  ['ml_cidr_exclude', 'del'],
+  ['ml_cidr_include', 'del'],
+  ['ml_pairs', 'up'],
+];
+
+export class Reconciler {
+  private applied: DesiredMaps | undefined;
+
+  constructor(private readonly dp: Datapath) {}
+
+  private current(name: OwnedMap): DesiredMaps[OwnedMap] {
+    return this.applied?.[name] ?? toEntries(this.dp.maps[name].entries());
+  }
+
+  apply(state: NodeState): ApplyResult {
+    const desired = compileNodeState(state);
+    const diffs: Partial<Record<OwnedMap, MapDiff>> = {};
+    const entries = {} as Record<OwnedMap, number>;
+    for (const name of OWNED_MAPS) {
+      const d = diffEntries(this.current(name), desired.maps[name]);
+      if (d) diffs[name] = d;
+      entries[name] = desired.maps[name].size;
+    }
+    this.applied = undefined; // until every write below has succeeded
+    for (const [name, op] of ORDER) {
+      const d = diffs[name];
+      if (!d) continue;
+      if (op === 'del') this.dp.maps[name].deleteMany(d.deletes);
+      else this.dp.maps[name].updateMany(d.upserts);
+    }
+    const changed: ApplyResult['changed'] = {};
+    for (const [name, d] of Object.entries(diffs) as Array<[OwnedMap, MapDiff]>) {
+      changed[name] = { upserts: d.upserts.length, deletes: d.deletes.length };
+    }
+    const key = Buffer.alloc(4);
+    const cfg = this.dp.maps.ml_config.lookup(key);
+    if (!cfg || !cfg.equals(desired.config)) {
+      this.dp.maps.ml_config.update(key, desired.config);
+      changed.ml_config = { upserts: 1, deletes: 0 };
+    }
+    this.applied = desired.maps;
+    return { generation: state.generation, changed, entries };
+  }
+}
+
+/** One-shot apply: reads the maps back first. */
 export function applyNodeState(dp: Datapath, state: NodeState): ApplyResult {
-  const desired = compileNodeState(state);
-  const diffs: Partial<Record<OwnedMap, MapDiff>> = {};
-  const entries = {} as Record<OwnedMap, number>;
-  for (const name of OWNED_MAPS) {
-    const d = diffEntries(toEntries(dp.maps[name].entries()), desired.maps[name]);
-    if (d) diffs[name] = d;
-    entries[name] = desired.maps[name].size;
-  }
-  const changed: ApplyResult['changed'] = {};
-  const del = (name: OwnedMap): void => {
-    const d = diffs[name];
-    if (d) dp.maps[name].deleteMany(d.deletes);
-  };
-  const up = (name: OwnedMap): void => {
-    const d = diffs[name];
-    if (d) dp.maps[name].updateMany(d.upserts);
-  };
-  del('ml_pairs');
-  del('ml_endpoints');
-  up('ml_port_rules');
-  up('ml_cidr_exclude');
-  up('ml_cidr_include');
-  up('ml_endpoints');
-  del('ml_port_rules');
-  del('ml_cidr_exclude');
-  del('ml_cidr_include');
-  up('ml_pairs');
-  for (const [name, d] of Object.entries(diffs) as Array<[OwnedMap, MapDiff]>) {
-    changed[name] = { upserts: d.upserts.length, deletes: d.deletes.length };
-  }
-  const key = Buffer.alloc(4);
-  const cfg = dp.maps.ml_config.lookup(key);
-  if (!cfg || !cfg.equals(desired.config)) {
-    dp.maps.ml_config.update(key, desired.config);
-    changed.ml_config = { upserts: 1, deletes: 0 };
-  }
-  return { generation: state.generation, changed, entries };
+  return new Reconciler(dp).apply(state);
 }

@@ -22,7 +22,7 @@ import {
   configValue,
   endpointKey,
   endpointValue,
-  pairKey,
+  addr,
   portKey,
   u32Value,
 } from '../bpf/layout.js';
@@ -31,8 +31,8 @@ import {
 export const OWNED_MAPS = ['ml_endpoints', 'ml_port_rules', 'ml_cidr_exclude', 'ml_cidr_include', 'ml_pairs'] as const;
 export type OwnedMap = (typeof OWNED_MAPS)[number];
 
-/** hex(key) -> [key, value] */
-export type Entries = Map<string, [Buffer, Buffer]>;
+/** hex(key) -> value. Keys stay text until a diff needs their bytes. */
+export type Entries = Map<string, Buffer>;
 export type DesiredMaps = Record<OwnedMap, Entries>;
 
 export interface Desired {
@@ -51,7 +51,7 @@ export function endpointId(pod: string): number {
 }
 
 function put(m: Entries, key: Buffer, value: Buffer): void {
-  m.set(key.toString('hex'), [key, value]);
+  m.set(key.toString('hex'), value);
 }
 
 function compileEndpoint(e: Endpoint, maps: DesiredMaps): void {
@@ -98,18 +98,26 @@ export function compileNodeState(state: NodeState): Desired {
     ml_cidr_include: new Map(),
     ml_pairs: new Map(),
   };
-  const byPod = new Map<string, Endpoint>();
+  for (const e of state.endpoints) compileEndpoint(e, maps);
+  // Pairs are the bulk of a node's entries (n^2): build their keys from
+  // address bytes and hex computed once per IP, not per pair.
+  const addrs = new Map<string, Array<{ hex: string; v4: boolean }>>();
   for (const e of state.endpoints) {
-    byPod.set(e.pod, e);
-    compileEndpoint(e, maps);
+    addrs.set(
+      e.pod,
+      e.ips.map((ip) => {
+        return { hex: addr(ip).toString('hex'), v4: isIP(ip) === 4 };
+      }),
+    );
   }
+  const allow = u32Value(PAIR_ALLOW);
   for (const p of state.pairs) {
-    const client = byPod.get(p.client);
-    const server = byPod.get(p.server);
+    const client = addrs.get(p.client);
+    const server = addrs.get(p.server);
     if (!client || !server) continue; // parseNodeState has refused this already
-    for (const cip of client.ips) {
-      for (const sip of server.ips) {
-        if (isIP(cip) === isIP(sip)) put(maps.ml_pairs, pairKey(cip, sip), u32Value(PAIR_ALLOW));
+    for (const c of client) {
+      for (const s of server) {
+        if (c.v4 === s.v4) maps.ml_pairs.set(c.hex + s.hex, allow);
       }
     }
   }

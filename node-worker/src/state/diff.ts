@@ -13,18 +13,18 @@ export interface MapDiff {
 export function diffEntries(current: Entries, desired: Entries): MapDiff | undefined {
   const upserts: Array<[Buffer, Buffer]> = [];
   const deletes: Buffer[] = [];
-  for (const [hex, [key, value]] of desired) {
+  for (const [hex, value] of desired) {
     const have = current.get(hex);
-    if (!have || !have[1].equals(value)) upserts.push([key, value]);
+    if (!have || !have.equals(value)) upserts.push([Buffer.from(hex, 'hex'), value]);
   }
-  for (const [hex, [key]] of current) {
-    if (!desired.has(hex)) deletes.push(key);
+  for (const hex of current.keys()) {
+    if (!desired.has(hex)) deletes.push(Buffer.from(hex, 'hex'));
   }
   return upserts.length || deletes.length ? { upserts, deletes } : undefined;
 }
 
 export function toEntries(pairs: Array<[Buffer, Buffer]>): Entries {
   const m: Entries = new Map();
-  for (const [k, v] of pairs) m.set(k.toString('hex'), [k, v]);
+  for (const [k, v] of pairs) m.set(k.toString('hex'), v);
   return m;
 }
