@@ -167,6 +167,7 @@ enum ml_counter {
 	ML_C_PEER_HALF_CLOSED,   /* peer shut down its write side: TCP from here */
 	ML_C_HELD,               /* a direction moved to TCP: peer too far behind */
 	ML_C_RESUMED,            /* a held direction went back to redirect */
+	ML_C_PRESSURE,           /* node TCP memory above tcp_mem[0]: limit cut to 1/16 */
 	ML_C_CLOSED,             /* map sockets closed */
 	ML_C_MAX
 };

@@ -40,16 +40,45 @@ static __always_inline __u32 peer_unread(__u64 peer_sk)
 	return (__u32)sk->sk_backlog.rmem_alloc.counter;
 }
 
-static __always_inline bool may_resume(struct sk_msg_md *msg, __u64 peer_sk, __u32 limit)
+static __always_inline struct tcp_sock *own_tcp_sock(struct sk_msg_md *msg)
 {
 	struct bpf_sock *self = msg->sk;
-	struct tcp_sock *own, *peer;
 
 	asm volatile("" : "+r"(self));
-	if (!self || !peer_sk)
-		return false;
-	own = bpf_skc_to_tcp_sock(self);
-	if (!own || own->write_seq != own->snd_una)
+	return self ? bpf_skc_to_tcp_sock(self) : NULL;
+}
+
+/*
+ * The per-peer limit holds while the node's TCP memory is below tcp_mem's
+ * first threshold; above it, where TCP itself starts to moderate buffers,
+ * redirects may queue only a sixteenth as much. So a node under memory
+ * pressure gets TCP's own backpressure back quickly, and an idle node lets
+ * bulk transfers stay in the fast lane.
+ */
+static __always_inline __u32 queue_limit(struct tcp_sock *own, __u32 configured)
+{
+	struct proto *prot;
+	long allocated = 0, low = 0;
+
+	if (!own)
+		return configured;
+	prot = own->inet_conn.icsk_inet.sk.__sk_common.skc_prot;
+	if (!prot)
+		return configured;
+	bpf_probe_read_kernel(&allocated, sizeof(allocated), &prot->memory_allocated->counter);
+	bpf_probe_read_kernel(&low, sizeof(low), &prot->sysctl_mem[0]);
+	if (low > 0 && allocated > low) {
+		ml_count(ML_C_PRESSURE, 1);
+		return configured / 16;
+	}
+	return configured;
+}
+
+static __always_inline bool may_resume(struct tcp_sock *own, __u64 peer_sk, __u32 limit)
+{
+	struct tcp_sock *peer;
+
+	if (!own || !peer_sk || own->write_seq != own->snd_una)
 		return false;
 	peer = bpf_rdonly_cast((void *)peer_sk, bpf_core_type_id_kernel(struct tcp_sock));
 	if (peer->copied_seq != peer->rcv_nxt)
@@ -119,15 +148,18 @@ int ml_redirect(struct sk_msg_md *msg)
 	}
 
 	if (cfg->max_queued) {
+		struct tcp_sock *own = own_tcp_sock(msg);
+		__u32 limit = queue_limit(own, cfg->max_queued);
+
 		if (st->flags & ML_SK_HELD) {
-			if (!may_resume(msg, st->peer_sk, cfg->max_queued)) {
+			if (!may_resume(own, st->peer_sk, limit)) {
 				ml_count(ML_C_MSG_TCP, 1);
 				ml_count(ML_C_BYTES_TCP, size);
 				return SK_PASS;
 			}
 			st->flags &= ~ML_SK_HELD;
 			ml_count(ML_C_RESUMED, 1);
-		} else if (peer_unread(st->peer_sk) > cfg->max_queued) {
+		} else if (peer_unread(st->peer_sk) > limit) {
 			st->flags |= ML_SK_HELD;
 			ml_count(ML_C_HELD, 1);
 			ml_count(ML_C_MSG_TCP, 1);

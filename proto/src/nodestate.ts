@@ -86,4 +86,4 @@ export interface NodeState {
   pairs: Pair[];
 }
 
-export const DEFAULT_SWITCHES: Switches = { enabled: true, appSockets: true, maxQueuedBytes: 4 << 20 };
+export const DEFAULT_SWITCHES: Switches = { enabled: true, appSockets: true, maxQueuedBytes: 16 << 20 };

@@ -58,10 +58,10 @@ async function main(): Promise<void> {
     const os = await c.addPod({ name: 'os', node: 'n1', index: 4, meshed: true, sidecar: 'sink' });
     const me = await c.addPod({ name: 'me', node: 'n1', index: 5, meshed: true, sidecar: 'echo' });
     const ms = await c.addPod({ name: 'ms', node: 'n1', index: 6, meshed: true, sidecar: 'sink' });
-    const state = (enabled: boolean, maxQueuedBytes = 4 << 20, generation = 1) => c.state('n1', { enabled, maxQueuedBytes, generation });
+    const state = (enabled: boolean, maxQueuedBytes = 16 << 20, generation = 1) => c.state('n1', { enabled, maxQueuedBytes, generation });
     let gen = 1;
     const w = await c.startWorker('n1', state(true));
-    const setMode = async (mode: Mode, maxQueuedBytes = 4 << 20) => w.apply(state(mode === 'accelerated', maxQueuedBytes, ++gen));
+    const setMode = async (mode: Mode, maxQueuedBytes = 16 << 20) => w.apply(state(mode === 'accelerated', maxQueuedBytes, ++gen));
 
     const nowhere = '10.77.0.250'; // captured by the outbound REDIRECT before routing
     const scenarios: Scenario[] = [
@@ -119,7 +119,8 @@ async function main(): Promise<void> {
     c.pinPods(ncpu >= 2 ? '1' : '0');
     const memory: Array<Record<string, unknown>> = [];
     for (const [label, mode, limit] of [
-      ['plain', 'plain', 4 << 20],
+      ['plain', 'plain', 16 << 20],
+      ['accelerated, flow control 16 MiB', 'accelerated', 16 << 20],
       ['accelerated, flow control 4 MiB', 'accelerated', 4 << 20],
       ['accelerated, no flow control', 'accelerated', 0],
     ] as const) {
@@ -175,7 +176,7 @@ function reconcileState(pods: number, replaced: number, generation: number): Nod
     kind: 'NodeState',
     node: 'bench',
     generation,
-    switches: { enabled: true, appSockets: true, maxQueuedBytes: 4 << 20 },
+    switches: { enabled: true, appSockets: true, maxQueuedBytes: 16 << 20 },
     endpoints,
     pairs: names.flatMap((cl) => names.filter((s) => s !== cl).map((s) => ({ client: cl, server: s }))),
   };

@@ -341,7 +341,7 @@ export class TestCluster {
       kind: 'NodeState',
       node: this.nodeName(node),
       generation: opts.generation ?? 1,
-      switches: { enabled: opts.enabled ?? true, appSockets: opts.appSockets ?? true, maxQueuedBytes: opts.maxQueuedBytes ?? 4 << 20 },
+      switches: { enabled: opts.enabled ?? true, appSockets: opts.appSockets ?? true, maxQueuedBytes: opts.maxQueuedBytes ?? 16 << 20 },
       endpoints,
       pairs,
     };

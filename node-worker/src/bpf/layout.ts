@@ -162,6 +162,7 @@ export const COUNTERS = [
   'peer_half_closed',
   'held',
   'resumed',
+  'pressure',
   'closed',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
