@@ -14,3 +14,4 @@ export {
 export { parseNodeState } from './validate.js';
 export { ValidationError } from './errors.js';
 export { ipToBytes, bytesToIp, parseCidr, type Cidr } from './ip.js';
+export { diffNodeState, applyNodeStateDelta, NODE_STATE_DELTA_KIND, type NodeStateDelta } from './delta.js';

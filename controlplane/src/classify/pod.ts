@@ -1,0 +1,41 @@
+/** Pod-level facts: addresses, lifecycle, meshlane opt-out / opt-in. */
+import { isIP } from 'node:net';
+import type { V1Pod } from '@kubernetes/client-node';
+import { ANN } from './constants.js';
+
+/** status.podIPs[].ip (dual-stack), else status.podIP; malformed or empty entries dropped. */
+export function podIps(pod: V1Pod): string[] {
+  const listed = (pod.status?.podIPs ?? []).map((p) => p.ip);
+  const candidates = listed.length > 0 ? listed : [pod.status?.podIP ?? ''];
+  return [...new Set(candidates.filter((ip) => ip !== '' && isIP(ip) !== 0))];
+}
+
+/** Phase Running and not being deleted (a set deletionTimestamp means terminating). */
+export function isRunning(pod: V1Pod): boolean {
+  return pod.status?.phase === 'Running' && pod.metadata?.deletionTimestamp == null;
+}
+
+/**
+ * ambient.istio.io/redirection: Istio sets "enabled" once ztunnel captures the
+ * pod and "pending" while enrolment is under way; any value but "disabled"
+ * means ztunnel has or may soon have the pod's traffic.
+ */
+export function isAmbient(pod: V1Pod): boolean {
+  const v = pod.metadata?.annotations?.[ANN.ambientRedirection];
+  return v !== undefined && v !== 'disabled';
+}
+
+/**
+ * meshlane.io/accelerate as annotation or label. Documented value: "false".
+ * Any value other than "true" (trimmed, any case) also opts out: a typo in an
+ * opt-out must not keep a pod accelerated. Either place opting out wins.
+ */
+export function isOptedOut(pod: V1Pod): boolean {
+  const values = [pod.metadata?.annotations?.[ANN.accelerate], pod.metadata?.labels?.[ANN.accelerate]];
+  return values.some((v) => v !== undefined && v.trim().toLowerCase() !== 'true');
+}
+
+/** meshlane.io/app-sockets annotation: exactly "true" opts in; anything else keeps the default, false. */
+export function wantsAppSockets(pod: V1Pod): boolean {
+  return pod.metadata?.annotations?.[ANN.appSockets] === 'true';
+}

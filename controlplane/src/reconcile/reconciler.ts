@@ -1,0 +1,201 @@
+/**
+ * Level-triggered reconciliation: model mutations name the nodes they
+ * touched; those nodes are marked dirty and recomputed from the model alone,
+ * and each recomputation that changes anything yields a new generation and
+ * the minimal delta from the previous one. A node is never reconciled twice
+ * at once, and a burst of events for one node collapses into one pass.
+ */
+import {
+  NODE_STATE_API_VERSION,
+  NODE_STATE_DELTA_KIND,
+  type Endpoint,
+  type NodeState,
+  type NodeStateDelta,
+  type Pair,
+  type Switches,
+} from '@meshlane/proto';
+import { nodeEndpoints } from '../model/endpoints.js';
+import type { ClusterModel } from '../model/model.js';
+
+export interface NodeUpdate {
+  node: string;
+  generation: number;
+  delta: NodeStateDelta;
+  /** The whole state after the delta, built on demand (pairs are n^2). */
+  state: () => NodeState;
+}
+
+interface NodeDesired {
+  generation: number;
+  switches: Switches;
+  endpoints: Map<string, Endpoint>;
+  /** Pod keys of accelerated endpoints: every ordered pair of them is a pair. */
+  accelerated: Set<string>;
+}
+
+export interface ReconcilerOptions {
+  switches: Switches;
+  /** Where a node's generations continue from (e.g. the last published snapshot). */
+  initialGeneration?: (node: string) => number;
+  /** Flush on the next tick after an event (default), or only when flush() is called. */
+  autoFlush?: boolean;
+}
+
+function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
+  return (
+    a.proxyUid === b.proxyUid &&
+    a.accelerate === b.accelerate &&
+    a.appSockets === b.appSockets &&
+    a.outboundPort === b.outboundPort &&
+    a.inboundPort === b.inboundPort &&
+    JSON.stringify([a.ips, a.inbound, a.outbound]) === JSON.stringify([b.ips, b.inbound, b.outbound])
+  );
+}
+
+function pairsOf(accelerated: Set<string>): Pair[] {
+  const all = [...accelerated].sort();
+  return all.flatMap((client) => all.filter((s) => s !== client).map((server) => ({ client, server })));
+}
+
+export class Reconciler {
+  private readonly nodes = new Map<string, NodeDesired>();
+  private readonly dirty = new Set<string>();
+  private scheduled = false;
+  private readonly listeners: Array<(u: NodeUpdate) => void> = [];
+
+  constructor(
+    private readonly model: ClusterModel,
+    private options: ReconcilerOptions,
+  ) {}
+
+  onUpdate(cb: (u: NodeUpdate) => void): void {
+    this.listeners.push(cb);
+  }
+
+  /** Marks nodes for recomputation. */
+  touch(nodes: Iterable<string>): void {
+    for (const n of nodes) this.dirty.add(n);
+    if (this.dirty.size && this.options.autoFlush !== false && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        this.flush();
+      });
+    }
+  }
+
+  /** Changes the node-wide switches of every node. */
+  setSwitches(switches: Switches): void {
+    this.options = { ...this.options, switches };
+    this.touch(this.nodes.keys());
+  }
+
+  /** Reconciles every dirty node; returns the updates emitted. */
+  flush(): NodeUpdate[] {
+    const out: NodeUpdate[] = [];
+    const batch = [...this.dirty];
+    this.dirty.clear();
+    for (const node of batch) {
+      const u = this.reconcileNode(node);
+      if (u) {
+        out.push(u);
+        for (const l of this.listeners) l(u);
+      }
+    }
+    return out;
+  }
+
+  /** Last generation computed for a node (0 if none). */
+  generation(node: string): number {
+    return this.nodes.get(node)?.generation ?? 0;
+  }
+
+  nodeNames(): string[] {
+    return [...this.nodes.keys()];
+  }
+
+  /** The current desired state of a node, if it has one. */
+  state(node: string): NodeState | undefined {
+    const d = this.nodes.get(node);
+    return d ? this.materialize(node, d) : undefined;
+  }
+
+  private materialize(node: string, d: NodeDesired): NodeState {
+    return {
+      apiVersion: NODE_STATE_API_VERSION,
+      kind: 'NodeState',
+      node,
+      generation: d.generation,
+      switches: d.switches,
+      endpoints: [...d.endpoints.values()].sort((a, b) => (a.pod < b.pod ? -1 : a.pod > b.pod ? 1 : 0)),
+      pairs: pairsOf(d.accelerated),
+    };
+  }
+
+  private reconcileNode(node: string): NodeUpdate | undefined {
+    const known = this.model.hasNode(node) || this.model.podsOnNode(node).length > 0;
+    const existing = this.nodes.get(node);
+    if (!existing && !known) return undefined;
+    // A node seen for the first time always gets a first state, even empty.
+    const fresh = !existing;
+    const prev: NodeDesired = existing ?? {
+      generation: this.options.initialGeneration?.(node) ?? 0,
+      switches: this.options.switches,
+      endpoints: new Map(),
+      accelerated: new Set(),
+    };
+    const endpoints = new Map(nodeEndpoints(this.model, node).map((e) => [e.pod, e]));
+    const accelerated = new Set([...endpoints.values()].filter((e) => e.accelerate).map((e) => e.pod));
+
+    const upsertEndpoints: Endpoint[] = [];
+    for (const [k, e] of endpoints) {
+      const old = prev.endpoints.get(k);
+      if (!old || !sameEndpoint(old, e)) upsertEndpoints.push(e);
+    }
+    const removeEndpoints = [...prev.endpoints.keys()].filter((k) => !endpoints.has(k));
+    // Pairs follow from the accelerated set: only endpoints that joined or
+    // left it change pairs, each with every other accelerated endpoint.
+    const addPairs: Pair[] = [];
+    const removePairs: Pair[] = [];
+    const joined = [...accelerated].filter((k) => !prev.accelerated.has(k));
+    const left = [...prev.accelerated].filter((k) => !accelerated.has(k));
+    // Between two joiners, each adds its own outgoing pair; with an
+    // endpoint that stays, the joiner adds both directions. Same for leavers.
+    const joinedSet = new Set(joined);
+    for (const k of joined) {
+      for (const o of accelerated) {
+        if (o === k) continue;
+        addPairs.push({ client: k, server: o });
+        if (!joinedSet.has(o)) addPairs.push({ client: o, server: k });
+      }
+    }
+    const leftSet = new Set(left);
+    for (const k of left) {
+      for (const o of prev.accelerated) {
+        if (o === k) continue;
+        removePairs.push({ client: k, server: o });
+        if (!leftSet.has(o)) removePairs.push({ client: o, server: k });
+      }
+    }
+    const switchesChanged = JSON.stringify(prev.switches) !== JSON.stringify(this.options.switches);
+    const nothing = !upsertEndpoints.length && !removeEndpoints.length && !addPairs.length && !removePairs.length && !switchesChanged;
+    if (nothing && !fresh) return undefined;
+
+    const next: NodeDesired = { generation: prev.generation + 1, switches: this.options.switches, endpoints, accelerated };
+    this.nodes.set(node, next);
+    if (!known && endpoints.size === 0) this.nodes.delete(node); // node gone: this empty state is its last
+    const delta: NodeStateDelta = {
+      apiVersion: NODE_STATE_API_VERSION,
+      kind: NODE_STATE_DELTA_KIND,
+      node,
+      fromGeneration: prev.generation,
+      toGeneration: next.generation,
+      upsertEndpoints,
+      removeEndpoints,
+      addPairs,
+      removePairs,
+      ...(switchesChanged || fresh ? { switches: next.switches } : {}),
+    };
+    return { node, generation: next.generation, delta, state: () => this.materialize(node, next) };
+  }
+}

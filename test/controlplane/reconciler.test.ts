@@ -1,0 +1,151 @@
+/**
+ * controlplane - model and reconciler, pure: each event ends in the right
+ * per-node delta and nothing for the nodes it does not concern; deltas
+ * always take the previous state exactly to the next one.
+ */
+import { describe, expect, it } from 'vitest';
+import { applyNodeStateDelta, type NodeState } from '@meshlane/proto';
+import { ClusterModel } from '../../controlplane/src/model/model.js';
+import { Reconciler, type NodeUpdate } from '../../controlplane/src/reconcile/reconciler.js';
+import type { PodClass } from '../../controlplane/src/types.js';
+
+function pod(name: string, node: string | undefined, i: number, over: Partial<PodClass> = {}): PodClass {
+  return {
+    key: `default/${name}`,
+    namespace: 'default',
+    name,
+    node,
+    ips: [`10.0.0.${i}`],
+    optedOut: false,
+    appSockets: true,
+    proxyUid: 1337,
+    proxyId: `${name}.default`,
+    outboundPort: 15001,
+    inboundPort: 15006,
+    inbound: { includePorts: '*', excludePorts: [15008, 15020, 15021, 15090] },
+    outbound: { excludePorts: [53], includeCidrs: '*', excludeCidrs: [] },
+    ...over,
+  };
+}
+
+function setup(syncGate = false) {
+  const model = new ClusterModel({ syncGate });
+  const rec = new Reconciler(model, { switches: { enabled: true, appSockets: true, maxQueuedBytes: 1 << 24 }, autoFlush: false });
+  const states = new Map<string, NodeState>();
+  // Every update must take the previous state exactly to the new one.
+  rec.onUpdate((u: NodeUpdate) => {
+    const prev = states.get(u.node);
+    const next = u.state();
+    if (prev) expect(applyNodeStateDelta(prev, u.delta)).toEqual(next);
+    states.set(u.node, next);
+  });
+  const step = (nodes: string[]) => {
+    rec.touch(nodes);
+    return rec.flush();
+  };
+  return { model, rec, states, step };
+}
+
+describe('controlplane - reconciler', () => {
+  it('a new pod yields its node a delta with the endpoint and its pairs, other nodes nothing', () => {
+    const { model, step } = setup();
+    step([...model.upsertNode('n1'), ...model.upsertNode('n2')]);
+    step(model.upsertPod(pod('a', 'n1', 1)));
+    const out = step(model.upsertPod(pod('b', 'n1', 2)));
+    expect(out.map((u) => u.node)).toEqual(['n1']);
+    const d = out[0]!.delta;
+    expect(d.upsertEndpoints.map((e) => e.pod)).toEqual(['default/b']);
+    expect(d.addPairs).toEqual(expect.arrayContaining([{ client: 'default/b', server: 'default/a' }, { client: 'default/a', server: 'default/b' }]));
+    expect(d.addPairs).toHaveLength(2);
+    expect(d.fromGeneration + 1).toBe(d.toGeneration);
+  });
+
+  it('a pod moved to another node leaves one and joins the other', () => {
+    const { model, step, states } = setup();
+    step(model.upsertPod(pod('a', 'n1', 1)));
+    step(model.upsertPod(pod('b', 'n1', 2)));
+    step(model.upsertPod(pod('c', 'n2', 3)));
+    const out = step(model.upsertPod(pod('b', 'n2', 2)));
+    expect(out.map((u) => u.node).sort()).toEqual(['n1', 'n2']);
+    expect(states.get('n1')!.endpoints.map((e) => e.pod)).toEqual(['default/a']);
+    expect(states.get('n1')!.pairs).toEqual([]);
+    expect(states.get('n2')!.pairs).toHaveLength(2);
+  });
+
+  it('a deleted pod removes its endpoint and pairs', () => {
+    const { model, step, states } = setup();
+    step(model.upsertPod(pod('a', 'n1', 1)));
+    step(model.upsertPod(pod('b', 'n1', 2)));
+    const out = step(model.deletePod('default/a'));
+    expect(out[0]!.delta.removeEndpoints).toEqual(['default/a']);
+    expect(out[0]!.delta.removePairs).toHaveLength(2);
+    expect(states.get('n1')!.endpoints).toHaveLength(1);
+  });
+
+  it('relabelling a pod to opt out flips accelerate and drops its pairs, keeping the endpoint', () => {
+    const { model, step, states } = setup();
+    step(model.upsertPod(pod('a', 'n1', 1)));
+    step(model.upsertPod(pod('b', 'n1', 2)));
+    const out = step(model.upsertPod(pod('a', 'n1', 1, { optedOut: true })));
+    expect(out[0]!.delta.upsertEndpoints).toMatchObject([{ pod: 'default/a', accelerate: false }]);
+    expect(out[0]!.delta.removePairs).toHaveLength(2);
+    expect(states.get('n1')!.endpoints).toHaveLength(2);
+  });
+
+  it('a namespace opting out touches exactly the nodes of its pods', () => {
+    const { model, step } = setup();
+    step(model.upsertPod(pod('a', 'n1', 1)));
+    step(model.upsertPod(pod('b', 'n2', 2)));
+    step(model.upsertPod({ ...pod('c', 'n3', 3), key: 'other/c', namespace: 'other', proxyId: 'c.other' }));
+    const out = step(model.upsertNamespace('default', true));
+    expect(out.map((u) => u.node).sort()).toEqual(['n1', 'n2']);
+    expect(out.every((u) => u.delta.upsertEndpoints.every((e) => !e.accelerate))).toBe(true);
+    expect(step(model.upsertNamespace('default', true))).toEqual([]);
+  });
+
+  it('with the sync gate, a pair appears only once both sidecars are synced', () => {
+    const { model, step, states } = setup(true);
+    step(model.upsertPod(pod('a', 'n1', 1)));
+    step(model.upsertPod(pod('b', 'n1', 2)));
+    expect(states.get('n1')!.pairs).toEqual([]);
+    step(model.setProxies(new Map([['a.default', { proxyId: 'a.default', synced: true }]])));
+    expect(states.get('n1')!.pairs).toEqual([]);
+    const out = step(
+      model.setProxies(
+        new Map([
+          ['a.default', { proxyId: 'a.default', synced: true }],
+          ['b.default', { proxyId: 'b.default', synced: true }],
+        ]),
+      ),
+    );
+    expect(out[0]!.delta.addPairs).toHaveLength(2);
+    expect(step(model.setProxies(new Map([['b.default', { proxyId: 'b.default', synced: true }]])))[0]!.delta.removePairs).toHaveLength(2);
+  });
+
+  it('ineligible and ambient pods are not endpoints; an IP claimed twice identifies neither', () => {
+    const { model, step, states } = setup();
+    step(model.upsertPod(pod('a', 'n1', 1)));
+    step(model.upsertPod(pod('host', 'n1', 2, { ineligible: 'host-network' })));
+    step(model.upsertPod(pod('amb', 'n1', 3)));
+    step(model.setAmbient(new Set(['default/amb'])));
+    expect(states.get('n1')!.endpoints.map((e) => e.pod)).toEqual(['default/a']);
+    step(model.upsertPod(pod('dup', 'n1', 1)));
+    expect(states.get('n1')!.endpoints).toEqual([]);
+  });
+
+  it('an event that changes nothing emits nothing', () => {
+    const { model, step } = setup();
+    step(model.upsertPod(pod('a', 'n1', 1)));
+    expect(step(model.upsertPod(pod('a', 'n1', 1)))).toEqual([]);
+  });
+
+  it('switches reach every node', () => {
+    const { model, rec, step } = setup();
+    step(model.upsertPod(pod('a', 'n1', 1)));
+    step(model.upsertPod(pod('b', 'n2', 2)));
+    rec.setSwitches({ enabled: false, appSockets: true, maxQueuedBytes: 1 << 24 });
+    const out = rec.flush();
+    expect(out.map((u) => u.node).sort()).toEqual(['n1', 'n2']);
+    expect(out.every((u) => u.delta.switches?.enabled === false)).toBe(true);
+  });
+});
