@@ -1,0 +1,116 @@
+#!/usr/bin/env node
+/** meshlane-controlplane: see --help. */
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { DEFAULT_SWITCHES } from '@meshlane/proto';
+import { ControlPlane } from './controlplane.js';
+import { KubeSources, loadKubeConfig } from './kube/sources.js';
+import { FileSink } from './sinks/file-sink.js';
+import { serveOps } from './ops-server.js';
+import { IstiodXdsSource } from './xds/index.js';
+
+const HELP = `meshlane-controlplane: computes every node's meshlane desired state from
+Kubernetes and istiod.
+
+Usage: meshlane-controlplane [options]
+
+Kubernetes:
+  --kubeconfig FILE        kubeconfig to use (env KUBECONFIG); default: in-cluster
+                           service account, then ~/.kube/config
+istiod (sync gate: a pair is accelerated only once both sidecars are synced):
+  --istiod ADDR            istiod xDS address host:port, e.g. istiod.istio-system.svc:15012
+                           (env MESHLANE_ISTIOD). Without it the sync gate is off.
+  --istiod-plaintext       use plaintext (15010); recent istiod refuses debug types there
+  --istiod-ca FILE         root cert of istio-ca-root-cert (default /var/run/secrets/istio/root-cert.pem)
+  --istiod-token FILE      token of audience istio-ca (default /var/run/secrets/tokens/istio-token)
+  --istiod-tls-name NAME   TLS name to verify (default istiod.istio-system.svc)
+  --no-ambient             do not subscribe to istiod's ambient workload feed
+Output:
+  --out-dir DIR            write each node's NodeState to DIR/<node>.json
+Switches for every node:
+  --disable                global kill switch: accelerate nothing new
+  --no-app-sockets         never accelerate hops ending in an app socket
+  --max-queued-bytes N     flow-control limit per peer socket (default ${DEFAULT_SWITCHES.maxQueuedBytes})
+Operations:
+  --metrics-addr ADDR      serve /metrics, /healthz, /readyz on [HOST:]PORT (default :9465)
+  --log-level LEVEL        pino level (default info, env MESHLANE_LOG_LEVEL)
+  --pod-name NAME          this pod's name (env POD_NAME), used in istiod's node id
+  --pod-namespace NS       this pod's namespace (env POD_NAMESPACE, default istio-system)
+  -h, --help               this text
+`;
+
+function fail(msg: string): never {
+  process.stderr.write(`meshlane-controlplane: ${msg}\n`);
+  process.exit(2);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      kubeconfig: { type: 'string', default: process.env.KUBECONFIG },
+      istiod: { type: 'string', default: process.env.MESHLANE_ISTIOD },
+      'istiod-plaintext': { type: 'boolean', default: false },
+      'istiod-ca': { type: 'string', default: '/var/run/secrets/istio/root-cert.pem' },
+      'istiod-token': { type: 'string', default: '/var/run/secrets/tokens/istio-token' },
+      'istiod-tls-name': { type: 'string' },
+      'no-ambient': { type: 'boolean', default: false },
+      'out-dir': { type: 'string' },
+      disable: { type: 'boolean', default: false },
+      'no-app-sockets': { type: 'boolean', default: false },
+      'max-queued-bytes': { type: 'string', default: String(DEFAULT_SWITCHES.maxQueuedBytes) },
+      'metrics-addr': { type: 'string', default: ':9465' },
+      'log-level': { type: 'string', default: process.env.MESHLANE_LOG_LEVEL ?? 'info' },
+      'pod-name': { type: 'string', default: process.env.POD_NAME ?? hostname() },
+      'pod-namespace': { type: 'string', default: process.env.POD_NAMESPACE ?? 'istio-system' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const maxQueued = Number(values['max-queued-bytes']);
+  if (!Number.isInteger(maxQueued) || maxQueued < 0 || maxQueued > 0xffffffff) fail(`--max-queued-bytes must be an integer from 0 to 4294967295, got ${values['max-queued-bytes']}`);
+  const log = pino({ name: 'meshlane-controlplane', level: values['log-level'] }, pino.destination(2));
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  const kube = new KubeSources(loadKubeConfig(values.kubeconfig), log);
+  const istiod = values.istiod
+    ? new IstiodXdsSource({
+        address: values.istiod,
+        plaintext: values['istiod-plaintext'],
+        ...(values['istiod-plaintext'] ? {} : { caFile: values['istiod-ca'], tokenFile: values['istiod-token'] }),
+        ...(values['istiod-tls-name'] ? { tlsServerName: values['istiod-tls-name'] } : {}),
+        node: { namespace: values['pod-namespace'], name: values['pod-name'] },
+        ambient: !values['no-ambient'],
+        logger: log,
+      })
+    : undefined;
+  if (!istiod) log.warn('no --istiod: sync gate off, pods pair as soon as they run');
+  const cp = new ControlPlane({
+    kube,
+    ...(istiod ? { istiod } : {}),
+    switches: { enabled: !values.disable, appSockets: !values['no-app-sockets'], maxQueuedBytes: maxQueued },
+    logger: log,
+    registry,
+  });
+  if (values['out-dir']) {
+    const sink = new FileSink(values['out-dir']);
+    cp.onUpdate((u) => sink.write(u));
+  }
+  cp.onUpdate((u) => log.debug({ node: u.node, generation: u.generation, upserts: u.delta.upsertEndpoints.length, removes: u.delta.removeEndpoints.length, addPairs: u.delta.addPairs.length, removePairs: u.delta.removePairs.length }, 'node state'));
+  cp.start();
+  const server = await serveOps(values['metrics-addr'], registry, () => cp.ready());
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => resolve());
+  });
+  log.info('stopping');
+  server.close();
+  await cp.stop();
+}
+
+main().catch((err: Error) => fail(err.message));

@@ -1,0 +1,26 @@
+/** /healthz, /readyz and /metrics on one small HTTP server. */
+import { createServer, type Server } from 'node:http';
+import type { Registry } from 'prom-client';
+
+export function serveOps(addr: string, registry: Registry, ready: () => boolean): Promise<Server> {
+  const i = addr.lastIndexOf(':');
+  const host = i > 0 ? addr.slice(0, i) : '0.0.0.0';
+  const port = Number(i >= 0 ? addr.slice(i + 1) : addr);
+  const server = createServer((req, res) => {
+    const send = (code: number, body: string, type = 'text/plain') => {
+      res.writeHead(code, { 'content-type': type });
+      res.end(body);
+    };
+    if (req.url === '/healthz') return send(200, 'ok\n');
+    if (req.url === '/readyz') return ready() ? send(200, 'ok\n') : send(503, 'not ready: sources not synced\n');
+    if (req.url === '/metrics') {
+      registry.metrics().then((m) => send(200, m, registry.contentType), (err: Error) => send(500, `${err.message}\n`));
+      return;
+    }
+    send(404, 'not found\n');
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}
