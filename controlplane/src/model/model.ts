@@ -119,6 +119,18 @@ export class ClusterModel {
     return this.nodesOfProxies(changed);
   }
 
+  /** Some proxies changed (what one syncz answer differs by); returns nodes of their pods. */
+  updateProxies(changes: Iterable<ProxySync>): string[] {
+    const changed: string[] = [];
+    for (const p of changes) {
+      if (p.synced === this.synced.has(p.proxyId)) continue;
+      if (p.synced) this.synced.add(p.proxyId);
+      else this.synced.delete(p.proxyId);
+      changed.push(p.proxyId);
+    }
+    return this.nodesOfProxies(changed);
+  }
+
   /** istiod's ambient workloads (pod keys); returns nodes of pods that changed. */
   setAmbient(pods: ReadonlySet<string>): string[] {
     const changed = new Set<string>();
