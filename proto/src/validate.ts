@@ -74,7 +74,7 @@ function cidrSelector(v: unknown, field: string): CidrSelector {
   return v === '*' ? '*' : cidrs(v, field);
 }
 
-function endpoint(v: unknown, field: string): Endpoint {
+export function checkEndpoint(v: unknown, field: string): Endpoint {
   const o = obj(v, field);
   noUnknown(o, field, ['pod', 'ips', 'proxyUid', 'accelerate', 'appSockets', 'outboundPort', 'inboundPort', 'inbound', 'outbound']);
   const pod = str(o.pod, `${field}.pod`);
@@ -111,11 +111,15 @@ function endpoint(v: unknown, field: string): Endpoint {
   };
 }
 
-function pair(v: unknown, field: string, pods: Set<string>): Pair {
+/** A pair's shape alone; parseNodeState also checks that both ends exist. */
+export function checkPair(v: unknown, field: string): Pair {
   const o = obj(v, field);
   noUnknown(o, field, ['client', 'server']);
-  const client = str(o.client, `${field}.client`);
-  const server = str(o.server, `${field}.server`);
+  return { client: str(o.client, `${field}.client`), server: str(o.server, `${field}.server`) };
+}
+
+function pair(v: unknown, field: string, pods: Set<string>): Pair {
+  const { client, server } = checkPair(v, field);
   if (!pods.has(client)) throw new ValidationError(`${field}.client`, `no endpoint ${client} on this node`);
   if (!pods.has(server)) throw new ValidationError(`${field}.server`, `no endpoint ${server} on this node`);
   return { client, server };
@@ -139,7 +143,7 @@ export function parseNodeState(v: unknown, expectNode?: string): NodeState {
   }
   const sw = obj(o.switches, '$.switches');
   noUnknown(sw, '$.switches', ['enabled', 'appSockets', 'maxQueuedBytes']);
-  const endpoints = arr(o.endpoints, '$.endpoints').map((e, i) => endpoint(e, `$.endpoints[${i}]`));
+  const endpoints = arr(o.endpoints, '$.endpoints').map((e, i) => checkEndpoint(e, `$.endpoints[${i}]`));
   const pods = new Set<string>();
   const ips = new Map<string, string>();
   endpoints.forEach((e, i) => {

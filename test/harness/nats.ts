@@ -1,0 +1,95 @@
+/**
+ * A real nats-server (Debian's package) with JetStream, for tests and the
+ * demo: its own port on 127.0.0.1, its own store directory, stopped and
+ * removed by stop() (and on process exit). Never mocked.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, type NatsConnection, type ConnectionOptions } from '@nats-io/transport-node';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface NatsServerOptions {
+  /** Extra nats-server configuration (accounts, authorization, tls blocks). */
+  config?: string;
+  port?: number;
+}
+
+export class NatsServer {
+  private proc: ChildProcess | undefined;
+  private log = '';
+  private readonly onExit = () => this.proc?.kill('SIGKILL');
+
+  private constructor(
+    readonly port: number,
+    readonly dir: string,
+    private readonly configText: string,
+  ) {}
+
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  static async start(opts: NatsServerOptions = {}): Promise<NatsServer> {
+    const port = opts.port ?? (await freePort());
+    const dir = mkdtempSync(join(tmpdir(), 'mlt-nats-'));
+    const config = [`listen: 127.0.0.1:${port}`, `jetstream { store_dir: "${join(dir, 'js')}", max_memory_store: 256MB, max_file_store: 1GB }`, opts.config ?? ''].join('\n');
+    const s = new NatsServer(port, dir, config);
+    await s.boot();
+    return s;
+  }
+
+  private async boot(): Promise<void> {
+    const conf = join(this.dir, 'nats.conf');
+    writeFileSync(conf, this.configText);
+    this.log = '';
+    const p = spawn('nats-server', ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+    p.stdout?.on('data', (d: Buffer) => (this.log += d.toString()));
+    p.stderr?.on('data', (d: Buffer) => (this.log += d.toString()));
+    this.proc = p;
+    process.once('exit', this.onExit);
+    const end = Date.now() + 10000;
+    while (!/Server is ready/.test(this.log)) {
+      if (p.exitCode !== null) throw new Error(`nats-server exited ${p.exitCode}: ${this.log}`);
+      if (Date.now() > end) throw new Error(`nats-server not ready: ${this.log}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  connect(opts: Partial<ConnectionOptions> = {}): Promise<NatsConnection> {
+    return connect({ servers: this.url, ...opts });
+  }
+
+  /** Stops the server keeping its JetStream store (a restart). */
+  async kill(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+  }
+
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.boot();
+  }
+
+  async stop(): Promise<void> {
+    await this.kill();
+    process.removeListener('exit', this.onExit);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
