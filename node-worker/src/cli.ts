@@ -13,16 +13,26 @@ import { Reconciler } from './state/apply.js';
 import { readStateFile, watchStateFile } from './statefile.js';
 import { createLogger } from './log.js';
 import { WorkerMetrics } from './metrics.js';
+import { connect } from '@nats-io/transport-node';
+import { nodeToken } from '@meshlane/proto';
+import { NodeFollower } from './bus/follower.js';
+import { StatusReporter } from './bus/status.js';
 
 const HELP = `meshlane-worker: loads the meshlane BPF datapath on a node and keeps its maps
 equal to the node's desired state.
 
 Usage:
-  meshlane-worker run --node NAME --cgroup PATH --state FILE [options]
-      Load (or re-adopt) and attach the programs to the cgroup v2 PATH, apply
-      the NodeState in FILE and re-apply it whenever FILE changes. A file that
-      fails validation is refused whole; the maps keep the last good state.
-      Stops on SIGTERM/SIGINT and leaves everything attached (fail-static).
+  meshlane-worker run --node NAME --cgroup PATH (--nats URL | --state FILE) [options]
+      Load (or re-adopt) and attach the programs to the cgroup v2 PATH, then
+      keep the maps equal to the node's desired state:
+        --nats URL    from the bus: the node's snapshot, then its deltas in
+                      generation order (resync on a gap); status and audit
+                      events are published back. If NATS goes away the maps
+                      keep the last state.
+        --state FILE  from a NodeState file, re-applied whenever it changes.
+      Anything that fails validation is refused whole; the maps keep the last
+      good state. Stops on SIGTERM/SIGINT and leaves everything attached
+      (fail-static).
   meshlane-worker status --node NAME [--json]
       Programs, map occupancy and counters of the node's datapath.
   meshlane-worker uninstall --node NAME
@@ -33,6 +43,11 @@ Options:
   --node NAME           node name (env MESHLANE_NODE)
   --cgroup PATH         cgroup v2 directory to attach to (env MESHLANE_CGROUP)
   --state FILE          desired NodeState JSON (run)
+  --nats URL            NATS server(s), comma-separated (env MESHLANE_NATS_URL)
+  --nats-user USER      NATS user (env MESHLANE_NATS_USER)
+  --nats-password PASS  NATS password (env MESHLANE_NATS_PASSWORD)
+  --nats-ca FILE        CA bundle to verify NATS TLS (env MESHLANE_NATS_CA)
+  --status-interval S   heartbeat status every S seconds (default 10)
   --pin-root DIR        bpffs folder for pins (default ${DEFAULT_PIN_ROOT}, env MESHLANE_PIN_ROOT)
   --bpf-dir DIR         folder with sockops.bpf.o and redirect.bpf.o (env MESHLANE_BPF_DIR)
   --max-pods N          pods this node can hold; sizes the maps (default 110)
@@ -60,6 +75,11 @@ async function main(argv: string[]): Promise<void> {
       node: { type: 'string', default: process.env.MESHLANE_NODE },
       cgroup: { type: 'string', default: process.env.MESHLANE_CGROUP },
       state: { type: 'string' },
+      nats: { type: 'string', default: process.env.MESHLANE_NATS_URL },
+      'nats-user': { type: 'string', default: process.env.MESHLANE_NATS_USER },
+      'nats-password': { type: 'string', default: process.env.MESHLANE_NATS_PASSWORD },
+      'nats-ca': { type: 'string', default: process.env.MESHLANE_NATS_CA },
+      'status-interval': { type: 'string', default: '10' },
       'pin-root': { type: 'string', default: process.env.MESHLANE_PIN_ROOT ?? DEFAULT_PIN_ROOT },
       'bpf-dir': { type: 'string', default: process.env.MESHLANE_BPF_DIR },
       'max-pods': { type: 'string', default: '110' },
@@ -84,7 +104,9 @@ async function main(argv: string[]): Promise<void> {
         node,
         pinRoot,
         cgroup: values.cgroup ?? fail('--cgroup is required for run'),
-        state: values.state ?? fail('--state is required for run'),
+        state: values.state,
+        nats: values.nats ? { servers: values.nats.split(','), user: values['nats-user'], pass: values['nats-password'], ca: values['nats-ca'] } : undefined,
+        statusIntervalMs: positiveInt(values['status-interval'], '--status-interval') * 1000,
         bpfDir: values['bpf-dir'] ?? defaultBpfDir(),
         maxPods: positiveInt(values['max-pods'], '--max-pods'),
         maxConnections: positiveInt(values['max-connections'], '--max-connections'),
@@ -131,11 +153,20 @@ function uninstall(pinRoot: string, node: string): void {
   log.info({ node, removed: removed.length }, removed.length ? 'uninstalled' : 'nothing to uninstall');
 }
 
+interface NatsOptions {
+  servers: string[];
+  user: string | undefined;
+  pass: string | undefined;
+  ca: string | undefined;
+}
+
 interface RunOptions {
   node: string;
   pinRoot: string;
   cgroup: string;
-  state: string;
+  state: string | undefined;
+  nats: NatsOptions | undefined;
+  statusIntervalMs: number;
   bpfDir: string;
   maxPods: number;
   maxConnections: number;
@@ -161,25 +192,65 @@ async function run(o: RunOptions): Promise<void> {
 
   const metrics = new WorkerMetrics(dp);
   const reconciler = new Reconciler(dp);
-  let applied = -1;
-  const apply = (): void => {
-    try {
-      const state = readStateFile(o.state, o.node);
-      const started = process.hrtime.bigint();
-      const r = reconciler.apply(state);
-      applied = state.generation;
+  let ready = false;
+  let shutdown: () => Promise<void>;
+  if (o.nats) {
+    const nc = await connect({
+      servers: o.nats.servers,
+      name: `meshlane-worker/${o.node}`,
+      maxReconnectAttempts: -1,
+      ...(o.nats.user ? { user: o.nats.user, pass: o.nats.pass } : {}),
+      ...(o.nats.ca ? { tls: { caFile: o.nats.ca } } : {}),
+      // Replies come back on this node's own inbox prefix, which its NATS
+      // permissions allow and no other node's do.
+      inboxPrefix: `_INBOX_${nodeToken(o.node)}`,
+    });
+    const follower = new NodeFollower({ nc, node: o.node, reconciler, logger: log, onApplied: () => {
+      ready = true;
       metrics.applies.inc();
-      log.info({ generation: r.generation, changed: r.changed, entries: r.entries, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'desired state applied');
-    } catch (err) {
-      metrics.stateErrors.inc();
-      log.error({ err: (err as Error).message }, 'desired state refused; keeping the last good state');
-    }
-  };
-  apply();
-  const unwatch = watchStateFile(o.state, apply);
-  const server = o.metricsAddr
-    ? await metrics.serve(o.metricsAddr, { live: () => true, ready: () => applied >= 0 })
-    : undefined;
+      status.report();
+    } });
+    const status = new StatusReporter(nc, dp, follower, features);
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect') {
+          status.connected = false;
+          log.warn('NATS disconnected; the maps keep the last state');
+        } else if (s.type === 'reconnect') {
+          status.connected = true;
+          log.info('NATS reconnected');
+          status.report();
+        }
+      }
+    })();
+    await follower.start();
+    status.start(o.statusIntervalMs);
+    status.report();
+    shutdown = async () => {
+      status.stop();
+      await follower.stop();
+      await nc.drain();
+    };
+  } else {
+    const file = o.state ?? fail('--nats or --state is required for run');
+    const apply = (): void => {
+      try {
+        const state = readStateFile(file, o.node);
+        const started = process.hrtime.bigint();
+        const r = reconciler.apply(state);
+        ready = true;
+        metrics.applies.inc();
+        log.info({ generation: r.generation, changed: r.changed, entries: r.entries, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'desired state applied');
+      } catch (err) {
+        metrics.stateErrors.inc();
+        log.error({ err: (err as Error).message }, 'desired state refused; keeping the last good state');
+      }
+    };
+    apply();
+    const unwatch = watchStateFile(file, apply);
+    shutdown = async () => unwatch();
+  }
+  const server = o.metricsAddr ? await metrics.serve(o.metricsAddr, { live: () => true, ready: () => ready }) : undefined;
 
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
@@ -189,7 +260,7 @@ async function run(o: RunOptions): Promise<void> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  unwatch();
+  await shutdown();
   server?.close();
   dp.close();
 }

@@ -6,3 +6,5 @@ export { compileNodeState, endpointId } from './state/compile.js';
 export { diffEntries } from './state/diff.js';
 export { LAYOUTS, COUNTERS, COUNTER_ENUM_NAMES, ML_LAYOUT_VERSION, type CounterName } from './bpf/layout.js';
 export { pinPaths, DEFAULT_PIN_ROOT } from './bpf/pins.js';
+export { NodeFollower, type StateApplier, type FollowerOptions } from './bus/follower.js';
+export { StatusReporter } from './bus/status.js';

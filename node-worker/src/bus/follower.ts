@@ -1,0 +1,162 @@
+/**
+ * The worker's side of the bus: load the node's snapshot, apply its deltas
+ * in generation order, and resync from the snapshot on any gap. Duplicates
+ * are skipped; a malformed or foreign delta is rejected on the audit subject
+ * and changes no map. When NATS goes away the maps keep the last state
+ * (fail-static) and the ordered consumer picks up where it stopped when it
+ * returns.
+ */
+import type { NatsConnection } from '@nats-io/transport-node';
+import { Kvm, type KV } from '@nats-io/kv';
+import type { Logger } from 'pino';
+import {
+  API_VERSION,
+  NODE_STATE_API_VERSION,
+  DEFAULT_SWITCHES,
+  SNAPSHOT_BUCKET,
+  ValidationError,
+  applyNodeStateDelta,
+  parseJson,
+  parseNodeState,
+  parseNodeStateDelta,
+  subjects,
+  type AuditEvent,
+  type AuditEventType,
+  type NodeState,
+} from '@meshlane/proto';
+import { followSubject, readSnapshot, type DeltaMsg, type Follower } from '@meshlane/proto/bus';
+/** What applies a state to the maps: the Reconciler, or a stand-in without BPF. */
+export interface StateApplier {
+  apply(state: NodeState): { changed: Partial<Record<string, { upserts: number; deletes: number }>> };
+}
+
+export interface FollowerOptions {
+  nc: NatsConnection;
+  node: string;
+  reconciler: StateApplier;
+  logger: Logger;
+  /** Called after every change of applied state (for status reports). */
+  onApplied?: (state: NodeState) => void;
+}
+
+function emptyState(node: string): NodeState {
+  return { apiVersion: NODE_STATE_API_VERSION, kind: 'NodeState', node, generation: 0, switches: DEFAULT_SWITCHES, endpoints: [], pairs: [] };
+}
+
+export class NodeFollower {
+  private kv: KV | undefined;
+  private follower: Follower | undefined;
+  private resyncing: Promise<void> | undefined;
+  /** What the maps hold. */
+  state: NodeState;
+  /** Highest generation seen on the bus. */
+  desiredGeneration = 0;
+  lastError: string | undefined;
+  /** Stream sequence of the last delta that caused a resync. */
+  private gapSeq = 0;
+  readonly stats = { applied: 0, duplicates: 0, gaps: 0, rejected: 0, resyncs: 0 };
+
+  constructor(private readonly o: FollowerOptions) {
+    this.state = emptyState(o.node);
+  }
+
+  async start(): Promise<void> {
+    this.kv = await new Kvm(this.o.nc).open(SNAPSHOT_BUCKET);
+    await this.resync('start');
+  }
+
+  /** Resolves once every delta stored at the last (re)sync has been applied. */
+  async caughtUp(): Promise<void> {
+    await this.resyncing;
+    await this.follower?.caughtUp;
+  }
+
+  async stop(): Promise<void> {
+    await this.resyncing;
+    await this.follower?.stop();
+    this.follower = undefined;
+  }
+
+  private resync(reason: string): Promise<void> {
+    this.resyncing ??= this.doResync(reason).finally(() => (this.resyncing = undefined));
+    return this.resyncing;
+  }
+
+  private async doResync(reason: string): Promise<void> {
+    await this.follower?.stop();
+    this.follower = undefined;
+    this.stats.resyncs++;
+    const stored = await readSnapshot(this.kv!, this.o.node);
+    let from = 1;
+    if (stored) {
+      this.apply(stored.snapshot.state, `snapshot (${reason})`);
+      from = stored.snapshot.deltaSeq + 1;
+    }
+    this.audit('resync', { generation: this.state.generation, reason, summary: `from snapshot generation ${stored?.snapshot.state.generation ?? 0}, deltas from sequence ${from}` });
+    this.follower = await followSubject(this.o.nc, subjects.delta(this.o.node), from, (m) => this.onDelta(m));
+  }
+
+  private apply(next: NodeState, what: string): void {
+    const r = this.o.reconciler.apply(next);
+    this.state = next;
+    this.desiredGeneration = Math.max(this.desiredGeneration, next.generation);
+    this.stats.applied++;
+    this.o.logger.info({ generation: next.generation, changed: r.changed, via: what }, 'desired state applied');
+    this.audit('applied', { generation: next.generation, summary: `${what}: ${Object.entries(r.changed).map(([m, c]) => `${m} +${c?.upserts ?? 0}/-${c?.deletes ?? 0}`).join(', ') || 'no map change'}` });
+    this.o.onApplied?.(next);
+  }
+
+  private onDelta(m: DeltaMsg): void {
+    if (this.resyncing) return; // the resync restarts the follower after the snapshot
+    let next: NodeState;
+    try {
+      const d = parseNodeStateDelta(parseJson(m.data), this.o.node);
+      this.desiredGeneration = Math.max(this.desiredGeneration, d.toGeneration);
+      if (d.toGeneration <= this.state.generation) {
+        this.stats.duplicates++;
+        return;
+      }
+      if (d.fromGeneration !== this.state.generation) {
+        if (m.seq <= this.gapSeq) {
+          // Seen before a resync that did not close it: this delta cannot
+          // follow any state the snapshot leads to. Skip it, don't loop.
+          throw new ValidationError('$.fromGeneration', `delta ${d.fromGeneration} -> ${d.toGeneration} does not follow generation ${this.state.generation}, also after a resync`);
+        }
+        this.gapSeq = m.seq;
+        this.stats.gaps++;
+        this.o.logger.warn({ have: this.state.generation, from: d.fromGeneration, to: d.toGeneration, seq: m.seq }, 'gap in deltas: resyncing from the snapshot');
+        void this.resync(`gap: have ${this.state.generation}, delta from ${d.fromGeneration}`).catch((err: Error) => this.fail(err));
+        return;
+      }
+      // The result must itself be a valid state (e.g. no pair to a missing endpoint).
+      next = parseNodeState(applyNodeStateDelta(this.state, d), this.o.node);
+    } catch (err) {
+      this.stats.rejected++;
+      const field = err instanceof ValidationError ? err.field : undefined;
+      this.lastError = (err as Error).message;
+      this.o.logger.error({ seq: m.seq, err: this.lastError }, 'delta rejected; maps unchanged');
+      this.audit('rejected', { generation: this.state.generation, ...(field ? { field } : {}), reason: this.lastError, summary: `stream sequence ${m.seq}` });
+      return;
+    }
+    try {
+      this.apply(next, `delta seq ${m.seq}`);
+    } catch (err) {
+      this.fail(err as Error);
+    }
+  }
+
+  private fail(err: Error): void {
+    this.lastError = err.message;
+    this.o.logger.error({ err: err.message }, 'applying failed; will resync');
+    void this.resync('apply failed').catch(() => {});
+  }
+
+  private audit(type: AuditEventType, ev: Partial<AuditEvent>): void {
+    const full: AuditEvent = { apiVersion: API_VERSION, kind: 'AuditEvent', type, node: this.o.node, time: new Date().toISOString(), source: `worker/${this.o.node}`, ...ev };
+    try {
+      this.o.nc.publish(subjects.audit(this.o.node, type), JSON.stringify(full));
+    } catch {
+      // disconnected: audit is best effort, the log has it
+    }
+  }
+}
