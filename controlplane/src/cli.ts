@@ -10,6 +10,10 @@ import { KubeSources, loadKubeConfig } from './kube/sources.js';
 import { FileSink } from './sinks/file-sink.js';
 import { serveOps } from './ops-server.js';
 import { IstiodXdsSource } from './xds/index.js';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { BusLeadership } from './bus/leadership.js';
+import { DEFAULT_LIMITS, setupBus } from './bus/setup.js';
+import { LeaseElector } from './leader/lease.js';
 
 const HELP = `meshlane-controlplane: computes every node's meshlane desired state from
 Kubernetes and istiod.
@@ -27,8 +31,21 @@ istiod (sync gate: a pair is accelerated only once both sidecars are synced):
   --istiod-token FILE      token of audience istio-ca (default /var/run/secrets/tokens/istio-token)
   --istiod-tls-name NAME   TLS name to verify (default istiod.istio-system.svc)
   --no-ambient             do not subscribe to istiod's ambient workload feed
-Output:
+Output (one or both):
+  --nats URL               publish to NATS JetStream (env MESHLANE_NATS_URL): snapshots in
+                           the meshlane-snapshots bucket, deltas on MESHLANE_DELTAS
+  --nats-user USER         NATS user (env MESHLANE_NATS_USER)
+  --nats-password PASS     NATS password (env MESHLANE_NATS_PASSWORD)
+  --nats-ca FILE           CA bundle to verify NATS TLS (env MESHLANE_NATS_CA)
+  --js-replicas N          JetStream replicas of streams and bucket (default 1; 3 on a
+                           3-node NATS cluster)
   --out-dir DIR            write each node's NodeState to DIR/<node>.json
+High availability (with --nats):
+  --no-leader-elect        publish without electing a leader (run exactly one replica);
+                           by default replicas elect one publishing leader with a Lease
+  --lease-name NAME        Lease name (default meshlane-controlplane)
+  --lease-namespace NS     Lease namespace (default: --pod-namespace)
+  --lease-duration S       seconds a leader's lease lasts unrenewed (default 15)
 Switches for every node:
   --disable                global kill switch: accelerate nothing new
   --no-app-sockets         never accelerate hops ending in an app socket
@@ -57,6 +74,15 @@ async function main(): Promise<void> {
       'istiod-tls-name': { type: 'string' },
       'no-ambient': { type: 'boolean', default: false },
       'out-dir': { type: 'string' },
+      nats: { type: 'string', default: process.env.MESHLANE_NATS_URL },
+      'nats-user': { type: 'string', default: process.env.MESHLANE_NATS_USER },
+      'nats-password': { type: 'string', default: process.env.MESHLANE_NATS_PASSWORD },
+      'nats-ca': { type: 'string', default: process.env.MESHLANE_NATS_CA },
+      'js-replicas': { type: 'string', default: '1' },
+      'no-leader-elect': { type: 'boolean', default: false },
+      'lease-name': { type: 'string', default: 'meshlane-controlplane' },
+      'lease-namespace': { type: 'string' },
+      'lease-duration': { type: 'string', default: '15' },
       disable: { type: 'boolean', default: false },
       'no-app-sockets': { type: 'boolean', default: false },
       'max-queued-bytes': { type: 'string', default: String(DEFAULT_SWITCHES.maxQueuedBytes) },
@@ -77,7 +103,8 @@ async function main(): Promise<void> {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
-  const kube = new KubeSources(loadKubeConfig(values.kubeconfig), log);
+  const kc = loadKubeConfig(values.kubeconfig);
+  const kube = new KubeSources(kc, log);
   const istiod = values.istiod
     ? new IstiodXdsSource({
         address: values.istiod,
@@ -102,7 +129,36 @@ async function main(): Promise<void> {
     cp.onUpdate((u) => sink.write(u));
   }
   cp.onUpdate((u) => log.debug({ node: u.node, generation: u.generation, upserts: u.delta.upsertEndpoints.length, removes: u.delta.removeEndpoints.length, addPairs: u.delta.addPairs.length, removePairs: u.delta.removePairs.length }, 'node state'));
+  let leadership: BusLeadership | undefined;
+  let nc: NatsConnection | undefined;
+  if (values.nats) {
+    const replicas = Number(values['js-replicas']);
+    if (![1, 3, 5].includes(replicas)) fail(`--js-replicas must be 1, 3 or 5, got ${values['js-replicas']}`);
+    const leaseSeconds = Number(values['lease-duration']);
+    if (!Number.isInteger(leaseSeconds) || leaseSeconds < 2) fail(`--lease-duration must be an integer of at least 2, got ${values['lease-duration']}`);
+    nc = await connect({
+      servers: values.nats.split(','),
+      name: `meshlane-controlplane/${values['pod-name']}`,
+      maxReconnectAttempts: -1,
+      ...(values['nats-user'] ? { user: values['nats-user'], pass: values['nats-password'] } : {}),
+      ...(values['nats-ca'] ? { tls: { caFile: values['nats-ca'] } } : {}),
+    });
+    const kv = await setupBus(nc, { ...DEFAULT_LIMITS, replicas });
+    const elector = values['no-leader-elect']
+      ? undefined
+      : new LeaseElector(kc, {
+          namespace: values['lease-namespace'] ?? values['pod-namespace'],
+          name: values['lease-name'],
+          identity: values['pod-name'],
+          leaseDurationSeconds: leaseSeconds,
+          renewDeadlineMs: Math.round(leaseSeconds * 1000 * (2 / 3)),
+          retryPeriodMs: Math.max(500, Math.round((leaseSeconds * 1000) / 7)),
+          logger: log,
+        });
+    leadership = new BusLeadership(cp, { nc, kv, logger: log, source: `controlplane/${values['pod-name']}`, ...(elector ? { elector } : {}) });
+  }
   cp.start();
+  leadership?.start();
   const server = await serveOps(values['metrics-addr'], registry, () => cp.ready());
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', () => resolve());
@@ -110,7 +166,9 @@ async function main(): Promise<void> {
   });
   log.info('stopping');
   server.close();
+  await leadership?.stop();
   await cp.stop();
+  await nc?.drain();
 }
 
 main().catch((err: Error) => fail(err.message));

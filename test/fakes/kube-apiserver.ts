@@ -20,6 +20,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
+import { FakeLeases } from './leases.js';
 
 export type FakeKind = 'Pod' | 'Node' | 'Namespace';
 
@@ -104,6 +105,8 @@ function keyOf(kind: FakeKind, ns: string | undefined, name: string): string {
 }
 
 export class FakeKubeApiServer {
+  /** coordination.k8s.io/v1 Leases, for leader election. */
+  readonly leases = new FakeLeases();
   private readonly server: Server;
   private readonly objects = new Map<FakeKind, Map<string, FakeObject>>([
     ['Pod', new Map()],
@@ -377,6 +380,7 @@ export class FakeKubeApiServer {
       const code = this.failures.code;
       return fail(code, code === 410 ? 'Expired' : code === 503 ? 'ServiceUnavailable' : 'InternalError', 'injected failure');
     }
+    if (this.leases.handle(req, res, url.pathname)) return;
     if (req.method !== 'GET') return fail(405, 'MethodNotAllowed', `${req.method ?? ''} is not supported`);
     const route = this.route(url.pathname);
     if (!route) return fail(404, 'NotFound', 'the server could not find the requested resource');

@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { NODE_STATE_API_VERSION, type Endpoint, type NodeState, type Pair } from '@meshlane/proto';
+import { NODE_STATE_API_VERSION, bytesToIp, type Endpoint, type NodeState, type Pair } from '@meshlane/proto';
 import { Datapath, readCounters, type CounterName } from '@meshlane/node-worker';
 import { requireRoot, sh, spawnIn, trySh } from './exec.js';
 import { istioNatRules } from './istio-iptables.js';
@@ -177,6 +177,8 @@ export class Worker {
     readonly cluster: TestCluster,
     readonly node: string,
     readonly stateFile: string,
+    /** Follow the bus instead of the state file. */
+    readonly natsUrl?: string,
   ) {}
 
   get pinNode(): string {
@@ -186,13 +188,25 @@ export class Worker {
   async start(): Promise<void> {
     const { spawn } = await import('node:child_process');
     this.log = '';
-    const p = spawn(process.execPath, [WORKER_CLI, 'run', '--node', this.pinNode, '--cgroup', this.cluster.nodeCgroup(this.node), '--state', this.stateFile, '--pin-root', PIN_ROOT, '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const source = this.natsUrl ? ['--nats', this.natsUrl, '--status-interval', '1'] : ['--state', this.stateFile];
+    const p = spawn(process.execPath, [WORKER_CLI, 'run', '--node', this.pinNode, '--cgroup', this.cluster.nodeCgroup(this.node), ...source, '--pin-root', PIN_ROOT, '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.cluster.track(p);
     this.cluster.workerProcs.add(p);
     p.stdout.on('data', (d: Buffer) => (this.log += d.toString()));
     p.stderr.on('data', (d: Buffer) => (this.log += d.toString()));
     this.proc = p;
-    await this.waitForLog(/desired state (applied|refused)/, 20000);
+    await this.waitForLog(this.natsUrl ? /"msg":"kernel features"/ : /desired state (applied|refused)/, 20000);
+    if (this.natsUrl) await this.waitForLog(/following the bus|bus not created yet/, 20000);
+  }
+
+  /** The pod IPs in this node's endpoint map. */
+  endpointIps(): string[] {
+    const dp = Datapath.openPinned(PIN_ROOT, this.pinNode);
+    try {
+      return dp.maps.ml_endpoints.keys().map((k) => bytesToIp(k)).sort();
+    } finally {
+      dp.close();
+    }
   }
 
   async waitForLog(re: RegExp, ms = 10000, from = 0): Promise<void> {
@@ -351,6 +365,14 @@ export class TestCluster {
     const file = join(this.tmp, `${node}.state.json`);
     writeFileSync(file, JSON.stringify(state));
     const w = new Worker(this, node, file);
+    this.workers.set(node, w);
+    await w.start();
+    return w;
+  }
+
+  /** A worker that follows its node on the bus. */
+  async startBusWorker(node: string, natsUrl: string): Promise<Worker> {
+    const w = new Worker(this, node, join(this.tmp, `${node}.unused.json`), natsUrl);
     this.workers.set(node, w);
     await w.start();
     return w;

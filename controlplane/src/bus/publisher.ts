@@ -59,22 +59,9 @@ export class BusPublisher {
     this.onFenced.push(cb);
   }
 
-  /** Every node's stored snapshot: where generations continue after a restart or failover. */
-  async loadSnapshots(): Promise<Map<string, Snapshot>> {
-    const out = new Map<string, Snapshot>();
-    const keys = await this.kv.keys();
-    for await (const k of keys) {
-      const e = await this.kv.get(k);
-      if (!e || e.operation !== 'PUT') continue;
-      try {
-        const snap = parseSnapshot(parseJson(e.value));
-        out.set(snap.state.node, snap);
-        this.cursors.set(snap.state.node, { deltaSeq: snap.deltaSeq, revision: e.revision, chain: Promise.resolve() });
-      } catch (err) {
-        this.o.logger.warn({ key: k, err: (err as Error).message }, 'ignoring an unreadable snapshot');
-      }
-    }
-    return out;
+  /** Continues from what the bus holds (see readBusState). */
+  adopt(nodes: Iterable<[string, { deltaSeq: number; revision: number }]>): void {
+    for (const [node, s] of nodes) this.cursors.set(node, { deltaSeq: s.deltaSeq, revision: s.revision, chain: Promise.resolve() });
   }
 
   private cursor(node: string): NodeCursor {

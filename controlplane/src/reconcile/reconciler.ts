@@ -72,6 +72,16 @@ export class Reconciler {
     this.listeners.push(cb);
   }
 
+  /**
+   * Takes a node's state as the previous one (what the bus says its worker
+   * has), so that the next reconcile emits the delta from there.
+   */
+  seed(state: NodeState): void {
+    const endpoints = new Map(state.endpoints.map((e) => [e.pod, e]));
+    const accelerated = new Set(state.endpoints.filter((e) => e.accelerate).map((e) => e.pod));
+    this.nodes.set(state.node, { generation: state.generation, switches: state.switches, endpoints, accelerated });
+  }
+
   /** Marks nodes for recomputation. */
   touch(nodes: Iterable<string>): void {
     for (const n of nodes) this.dirty.add(n);

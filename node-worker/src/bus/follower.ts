@@ -60,9 +60,19 @@ export class NodeFollower {
     this.state = emptyState(o.node);
   }
 
+  /** Waits (with backoff) for the control plane to have created the bus, then follows. */
   async start(): Promise<void> {
-    this.kv = await new Kvm(this.o.nc).open(SNAPSHOT_BUCKET);
-    await this.resync('start');
+    for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
+      try {
+        this.kv = await new Kvm(this.o.nc).open(SNAPSHOT_BUCKET);
+        await this.resync('start');
+        return;
+      } catch (err) {
+        if (!/not found/i.test((err as Error).message)) throw err;
+        this.o.logger.info({ retryMs: delay }, 'bus not created yet (the control plane creates it): waiting');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 
   /** Resolves once every delta stored at the last (re)sync has been applied. */
@@ -92,6 +102,7 @@ export class NodeFollower {
       this.apply(stored.snapshot.state, `snapshot (${reason})`);
       from = stored.snapshot.deltaSeq + 1;
     }
+    this.o.logger.info({ generation: this.state.generation, fromSeq: from, reason }, 'following the bus');
     this.audit('resync', { generation: this.state.generation, reason, summary: `from snapshot generation ${stored?.snapshot.state.generation ?? 0}, deltas from sequence ${from}` });
     this.follower = await followSubject(this.o.nc, subjects.delta(this.o.node), from, (m) => this.onDelta(m));
   }

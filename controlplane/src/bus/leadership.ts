@@ -1,0 +1,106 @@
+/**
+ * Publishing is the leader's job. Every replica runs the sources, the model
+ * and the reconciler (hot standby); only the leader publishes, and only
+ * after its sources are synced (a partial model would publish removals). On
+ * taking the lead it seeds the reconciler and the publisher from what the
+ * bus holds, then publishes every node's delta from there.
+ */
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { KV } from '@nats-io/kv';
+import type { Logger } from 'pino';
+import type { ControlPlane } from '../controlplane.js';
+import type { LeaseElector } from '../leader/lease.js';
+import { BusPublisher, FencedError } from './publisher.js';
+import { emptyNodeState, readBusState } from './takeover.js';
+
+export interface LeadershipOptions {
+  nc: NatsConnection;
+  kv: KV;
+  logger: Logger;
+  /** controlplane/<pod name> in audit events. */
+  source: string;
+  /** Without an elector this replica leads alone (one replica only). */
+  elector?: LeaseElector;
+  snapshotIntervalMs?: number;
+}
+
+export class BusLeadership {
+  private publisher: BusPublisher | undefined;
+  private term = 0;
+  readonly stats = { terms: 0, fenced: 0 };
+
+  constructor(
+    private readonly cp: ControlPlane,
+    private readonly o: LeadershipOptions,
+  ) {
+    cp.onUpdate((u) => {
+      const pub = this.publisher;
+      pub?.publish(u).catch((err: Error) => {
+        if (err instanceof FencedError) this.fenced(pub, err);
+        else this.o.logger.error({ node: u.node, err: err.message }, 'publish failed');
+      });
+    });
+  }
+
+  leading(): boolean {
+    return this.publisher !== undefined;
+  }
+
+  start(): void {
+    const { elector } = this.o;
+    if (!elector) {
+      void this.lead(undefined);
+      return;
+    }
+    elector.onStartedLeading((epoch) => void this.lead(epoch));
+    elector.onStoppedLeading(() => this.standBy());
+    elector.start();
+  }
+
+  async stop(): Promise<void> {
+    const pub = this.publisher;
+    this.standBy();
+    await pub?.flush();
+    await this.o.elector?.stop();
+  }
+
+  private standBy(): void {
+    this.term++;
+    this.publisher = undefined;
+  }
+
+  private fenced(pub: BusPublisher, err: FencedError): void {
+    if (this.publisher !== pub) return;
+    this.stats.fenced++;
+    this.o.logger.error({ err: err.message }, 'fenced by a newer leader: publishing stopped');
+    this.standBy();
+  }
+
+  private async lead(epoch: number | undefined): Promise<void> {
+    const term = ++this.term;
+    const log = this.o.logger;
+    while (!this.cp.ready()) {
+      if (term !== this.term) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const bus = await readBusState(this.o.nc, this.o.kv, log);
+    if (term !== this.term) return;
+    const stored = Math.max(0, ...[...bus.values()].map((s) => s.epoch));
+    const myEpoch = epoch ?? stored + 1;
+    if (myEpoch < stored) {
+      log.error({ epoch: myEpoch, stored }, 'a newer leader has written: not publishing');
+      return;
+    }
+    const pub = new BusPublisher(this.o.nc, this.o.kv, { epoch: myEpoch, source: this.o.source, logger: log, ...(this.o.snapshotIntervalMs ? { snapshotIntervalMs: this.o.snapshotIntervalMs } : {}) });
+    pub.adopt([...bus.entries()]);
+    const nodes = new Set([...this.cp.model.knownNodes(), ...this.cp.reconciler.nodeNames(), ...bus.keys()]);
+    // A node the bus has never heard of starts from nothing at generation 0,
+    // which is what its worker has too.
+    for (const n of nodes) this.cp.reconciler.seed(bus.get(n)?.state ?? emptyNodeState(n));
+    this.publisher = pub;
+    this.stats.terms++;
+    log.info({ epoch: myEpoch, nodes: nodes.size }, 'leading: publishing from the bus state on');
+    pub.audit({ type: 'leader', node: 'cluster', summary: `${this.o.source} leads with epoch ${myEpoch}, ${nodes.size} nodes` });
+    this.cp.reconciler.touch(nodes);
+  }
+}
