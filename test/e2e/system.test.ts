@@ -110,7 +110,9 @@ describe('e2e - apiserver to BPF maps through NATS', () => {
     const w1 = c.worker('n1');
     await c.addPod({ name: 'g', node: 'n1', index: 7, meshed: true });
     api.create(podObject(c.pod('g')));
-    await waitFor('g in n1 maps after failover', () => w1.endpointIps().includes('10.77.0.7'), 20000);
+    await waitFor('g in n1 maps after failover', () => w1.endpointIps().includes('10.77.0.7'), 20000).catch((err: Error) => {
+      throw new Error(`${err.message}\nstandby:\n${standby.log.split('\n').filter((l) => !/lease attempt|"level":20/.test(l)).join('\n').slice(-5000)}`);
+    });
     // The worker never had to resync for a gap, nor saw a duplicate it could not skip.
     expect(w1.log).not.toMatch(/gap in deltas/);
     expect(w1.log).not.toMatch(/delta rejected/);

@@ -19,7 +19,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NODE_STATE_API_VERSION, bytesToIp, type Endpoint, type NodeState, type Pair } from '@meshlane/proto';
 import { Datapath, readCounters, type CounterName } from '@meshlane/node-worker';
-import { requireRoot, sh, spawnIn, trySh } from './exec.js';
+import { exited, requireRoot, sh, spawnIn, trySh } from './exec.js';
 import { istioNatRules } from './istio-iptables.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
@@ -212,7 +212,7 @@ export class Worker {
   async waitForLog(re: RegExp, ms = 10000, from = 0): Promise<void> {
     const end = Date.now() + ms;
     while (!re.test(this.log.slice(from))) {
-      if (this.proc?.exitCode !== null && this.proc?.exitCode !== undefined) throw new Error(`worker ${this.node} exited ${this.proc.exitCode}: ${this.log}`);
+      if (this.proc && exited(this.proc)) throw new Error(`worker ${this.node} exited ${this.proc.exitCode}: ${this.log}`);
       if (Date.now() > end) throw new Error(`worker ${this.node}: no ${re} within ${ms} ms; log:\n${this.log}`);
       await sleep(20);
     }
@@ -229,10 +229,10 @@ export class Worker {
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     const p = this.proc;
-    if (!p || p.exitCode !== null) return;
-    const exited = new Promise((r) => p.once('exit', r));
+    if (!p || exited(p)) return;
+    const gone = new Promise((r) => p.once('exit', r));
     p.kill(signal);
-    await exited;
+    await gone;
   }
 
   counters(): Record<CounterName, number> {
@@ -385,7 +385,7 @@ export class TestCluster {
   }
 
   async cleanup(): Promise<void> {
-    const exits = [...this.procs].map((p) => new Promise((r) => (p.exitCode !== null ? r(null) : p.once('exit', r))));
+    const exits = [...this.procs].map((p) => new Promise((r) => (exited(p) ? r(null) : p.once('exit', r))));
     for (const p of this.procs) p.kill('SIGKILL');
     await Promise.race([Promise.all(exits), sleep(5000)]);
     this.cleanupSync();

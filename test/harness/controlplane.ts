@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { ROOT } from './cluster.js';
+import { exited } from './exec.js';
 
 export const CONTROLPLANE_CLI = join(ROOT, 'controlplane/dist/cli.js');
 
@@ -31,7 +32,7 @@ export class ControlPlaneProc {
   async waitFor(re: RegExp, ms = 15000): Promise<void> {
     const end = Date.now() + ms;
     while (!re.test(this.log)) {
-      if (this.proc?.exitCode !== null && this.proc?.exitCode !== undefined) throw new Error(`controlplane ${this.id} exited: ${this.log}`);
+      if (this.proc && exited(this.proc)) throw new Error(`controlplane ${this.id} exited: ${this.log}`);
       if (Date.now() > end) throw new Error(`controlplane ${this.id}: no ${re} in ${ms} ms:\n${this.log.slice(-3000)}`);
       await new Promise((r) => setTimeout(r, 25));
     }
@@ -39,9 +40,9 @@ export class ControlPlaneProc {
 
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.proc;
-    if (!p || p.exitCode !== null) return;
-    const exited = new Promise((r) => p.once('exit', r));
+    if (!p || exited(p)) return;
+    const gone = new Promise((r) => p.once('exit', r));
     p.kill(signal);
-    await exited;
+    await gone;
   }
 }

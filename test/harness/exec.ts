@@ -35,3 +35,8 @@ export function spawnIn(opts: { netns: string; cgroup: string; uid: number; cmd:
   const args = ['-c', script.replace('"$@"', '"${@:3}"'), opts.cgroup, opts.netns, String(opts.uid), ...opts.cmd];
   return spawn('bash', args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
 }
+
+/** A child that has exited, by code or by signal (exitCode stays null for a signal). */
+export function exited(p: { exitCode: number | null; signalCode: NodeJS.Signals | null }): boolean {
+  return p.exitCode !== null || p.signalCode !== null;
+}

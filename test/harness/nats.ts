@@ -9,6 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection, type ConnectionOptions } from '@nats-io/transport-node';
+import { exited } from './exec.js';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -63,7 +64,7 @@ export class NatsServer {
     process.once('exit', this.onExit);
     const end = Date.now() + 10000;
     while (!/Server is ready/.test(this.log)) {
-      if (p.exitCode !== null) throw new Error(`nats-server exited ${p.exitCode}: ${this.log}`);
+      if (exited(p)) throw new Error(`nats-server exited ${p.exitCode}: ${this.log}`);
       if (Date.now() > end) throw new Error(`nats-server not ready: ${this.log}`);
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -76,10 +77,10 @@ export class NatsServer {
   /** Stops the server keeping its JetStream store (a restart). */
   async kill(): Promise<void> {
     const p = this.proc;
-    if (!p || p.exitCode !== null) return;
-    const exited = new Promise((r) => p.once('exit', r));
+    if (!p || exited(p)) return;
+    const gone = new Promise((r) => p.once('exit', r));
     p.kill('SIGKILL');
-    await exited;
+    await gone;
   }
 
   async restart(): Promise<void> {

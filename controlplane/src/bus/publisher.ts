@@ -17,6 +17,15 @@ import type { Logger } from 'pino';
 import { API_VERSION, parseJson, parseSnapshot, subjects, type NodeState, type Snapshot, type AuditEvent } from '@meshlane/proto';
 import type { NodeUpdate } from '../reconcile/reconciler.js';
 
+/** The client's own timeout has been seen not to fire across a server restart: bound it here too. */
+function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
 export class FencedError extends Error {
   override name = 'FencedError';
 }
@@ -85,18 +94,29 @@ export class BusPublisher {
   }
 
   private async publishNow(u: NodeUpdate, c: NodeCursor): Promise<void> {
-    if (this.fenced) throw this.fenced;
     const data = JSON.stringify(u.delta);
     const h = headers();
     h.set('Meshlane-Kind', 'NodeStateDelta');
     h.set('Meshlane-Epoch', String(this.o.epoch));
     h.set('Meshlane-Generation', String(u.generation));
-    try {
-      const ack = await this.js.publish(subjects.delta(u.node), data, { headers: h, expect: { lastSubjectSequence: c.deltaSeq } });
-      c.deltaSeq = ack.seq;
-    } catch (err) {
-      if (/wrong last sequence/i.test((err as Error).message)) this.fence(`node ${u.node}: another writer published a delta after sequence ${c.deltaSeq}`);
-      throw err;
+    // The same id on every retry: if a timed-out attempt did land, JetStream
+    // answers the retry with the original's sequence instead of storing twice.
+    const msgID = `${u.node}/${this.o.epoch}/${u.delta.fromGeneration}-${u.delta.toGeneration}`;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
+      if (this.fenced) throw this.fenced;
+      try {
+        const ack = await withDeadline(this.js.publish(subjects.delta(u.node), data, { headers: h, msgID, timeout: 2000, expect: { lastSubjectSequence: c.deltaSeq } }), 3000);
+        c.deltaSeq = ack.seq;
+        break;
+      } catch (err) {
+        const msg = (err as Error).message;
+        if (/wrong last sequence/i.test(msg)) this.fence(`node ${u.node}: another writer published a delta after sequence ${c.deltaSeq}`);
+        // Anything else (timeout, no responders while NATS restarts) is
+        // retried in place: this node's later updates queue behind it, so
+        // its deltas stay in order and none is skipped.
+        this.o.logger.warn({ node: u.node, generation: u.generation, err: msg, retryMs: delay }, 'delta not stored yet; retrying');
+        await new Promise((r) => setTimeout(r, delay));
+      }
     }
     this.stats.deltas++;
     this.stats.deltaBytes += data.length;

@@ -57,7 +57,10 @@ export async function followSubject(
   let resolveCaught: () => void = () => {};
   const caughtUp = new Promise<void>((r) => (resolveCaught = r));
   if ((info.num_pending ?? 0) === 0) resolveCaught();
-  const messages = await consumer.consume({ max_messages: 1024 });
+  // Short pulls: after a server restart the client's recreated ordered
+  // consumer was seen to deliver one message and then wait for a missed
+  // heartbeat (30 s by default) before the next; 2 s pulls bound that stall.
+  const messages = await consumer.consume({ max_messages: 1024, expires: 2000 });
   const loop = (async () => {
     for await (const m of messages as AsyncIterable<JsMsg>) {
       await onMsg({ seq: m.seq, pending: m.info.pending, data: m.data, subject: m.subject });
