@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { DEFAULT_SWITCHES } from '@meshlane/proto';
+import { DEFAULT_SWITCHES, inboxPrefix } from '@meshlane/proto';
 import { ControlPlane } from './controlplane.js';
 import { KubeSources, loadKubeConfig } from './kube/sources.js';
 import { FileSink } from './sinks/file-sink.js';
@@ -139,6 +139,7 @@ async function main(): Promise<void> {
     nc = await connect({
       servers: values.nats.split(','),
       name: `meshlane-controlplane/${values['pod-name']}`,
+      inboxPrefix: inboxPrefix({ role: 'controlplane' }),
       maxReconnectAttempts: -1,
       ...(values['nats-user'] ? { user: values['nats-user'], pass: values['nats-password'] } : {}),
       ...(values['nats-ca'] ? { tls: { caFile: values['nats-ca'] } } : {}),

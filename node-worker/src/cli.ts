@@ -2,7 +2,7 @@
 /**
  * meshlane-worker: the node agent. See `meshlane-worker --help`.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Datapath, capacityForPods } from './bpf/datapath.js';
@@ -14,7 +14,7 @@ import { readStateFile, watchStateFile } from './statefile.js';
 import { createLogger } from './log.js';
 import { WorkerMetrics } from './metrics.js';
 import { connect } from '@nats-io/transport-node';
-import { nodeToken } from '@meshlane/proto';
+import { inboxPrefix } from '@meshlane/proto';
 import { NodeFollower } from './bus/follower.js';
 import { StatusReporter } from './bus/status.js';
 
@@ -44,8 +44,10 @@ Options:
   --cgroup PATH         cgroup v2 directory to attach to (env MESHLANE_CGROUP)
   --state FILE          desired NodeState JSON (run)
   --nats URL            NATS server(s), comma-separated (env MESHLANE_NATS_URL)
-  --nats-user USER      NATS user (env MESHLANE_NATS_USER)
-  --nats-password PASS  NATS password (env MESHLANE_NATS_PASSWORD)
+  --nats-user USER      NATS user (env MESHLANE_NATS_USER, or a file named by
+                        MESHLANE_NATS_USER_FILE)
+  --nats-password PASS  NATS password (env MESHLANE_NATS_PASSWORD, or a file named by
+                        MESHLANE_NATS_PASSWORD_FILE)
   --nats-ca FILE        CA bundle to verify NATS TLS (env MESHLANE_NATS_CA)
   --status-interval S   heartbeat status every S seconds (default 10)
   --pin-root DIR        bpffs folder for pins (default ${DEFAULT_PIN_ROOT}, env MESHLANE_PIN_ROOT)
@@ -57,6 +59,12 @@ Options:
   --json                status as JSON
   -h, --help            this text
 `;
+
+/** A credential handed over as a file (a Secret volume), named by an env variable. */
+function fileEnv(name: string): string | undefined {
+  const path = process.env[name];
+  return path ? readFileSync(path, 'utf8').trim() : undefined;
+}
 
 function defaultBpfDir(): string {
   return fileURLToPath(new URL('../../bpf/out', import.meta.url));
@@ -76,8 +84,8 @@ async function main(argv: string[]): Promise<void> {
       cgroup: { type: 'string', default: process.env.MESHLANE_CGROUP },
       state: { type: 'string' },
       nats: { type: 'string', default: process.env.MESHLANE_NATS_URL },
-      'nats-user': { type: 'string', default: process.env.MESHLANE_NATS_USER },
-      'nats-password': { type: 'string', default: process.env.MESHLANE_NATS_PASSWORD },
+      'nats-user': { type: 'string', default: process.env.MESHLANE_NATS_USER ?? fileEnv('MESHLANE_NATS_USER_FILE') },
+      'nats-password': { type: 'string', default: process.env.MESHLANE_NATS_PASSWORD ?? fileEnv('MESHLANE_NATS_PASSWORD_FILE') },
       'nats-ca': { type: 'string', default: process.env.MESHLANE_NATS_CA },
       'status-interval': { type: 'string', default: '10' },
       'pin-root': { type: 'string', default: process.env.MESHLANE_PIN_ROOT ?? DEFAULT_PIN_ROOT },
@@ -203,9 +211,9 @@ async function run(o: RunOptions): Promise<void> {
       ...(o.nats.ca ? { tls: { caFile: o.nats.ca } } : {}),
       // Replies come back on this node's own inbox prefix, which its NATS
       // permissions allow and no other node's do.
-      inboxPrefix: `_INBOX_${nodeToken(o.node)}`,
+      inboxPrefix: inboxPrefix({ role: 'worker', node: o.node }),
     });
-    const follower = new NodeFollower({ nc, node: o.node, reconciler, logger: log, onApplied: () => {
+    const follower = new NodeFollower({ nc, node: o.node, reconciler, logger: log, inboxPrefix: inboxPrefix({ role: 'worker', node: o.node }), onApplied: () => {
       ready = true;
       metrics.applies.inc();
       status.report();

@@ -19,3 +19,4 @@ export { subjects, nodeToken, BUS_VERSION, SUBJECT_ROOT, SNAPSHOT_BUCKET, DELTA_
 export { API_VERSION, type Snapshot, type WorkerStatus, type AuditEvent } from './messages.js';
 export { parseJson, parseNodeStateDelta, parseSnapshot, parseWorkerStatus } from './decode.js';
 export { comparePairs } from './delta.js';
+export * from './permissions.js';

@@ -15,6 +15,7 @@ import { measure } from '../harness/counters.js';
 import { ControlPlaneProc } from '../harness/controlplane.js';
 import { NatsServer } from '../harness/nats.js';
 import { FakeKubeApiServer, namespaceFixture, nodeFixture, podFixture } from '../fakes/kube-apiserver.js';
+import { busUsers, renderAuthorization, userName } from '@meshlane/proto';
 
 async function waitFor(what: string, pred: () => boolean, ms = 15000): Promise<void> {
   const end = Date.now() + ms;
@@ -36,7 +37,14 @@ describe('e2e - apiserver to BPF maps through NATS', () => {
 
   beforeAll(async () => {
     c = new TestCluster(['n1', 'n2']);
-    nats = await NatsServer.start();
+    // Per-node credentials and permissions, as deployed: each worker can
+    // only read its own node's snapshot and deltas.
+    const users = busUsers({
+      controlplane: { user: 'controlplane', password: 'cp-secret' },
+      auditor: { user: 'auditor', password: 'audit-secret' },
+      nodes: ['n1', 'n2'].map((n) => ({ node: c.nodeName(n), credential: { user: userName({ role: 'worker', node: c.nodeName(n) }), password: `${n}-secret` } })),
+    });
+    nats = await NatsServer.start({ config: renderAuthorization(users) });
     api = await FakeKubeApiServer.start({ bookmarkIntervalMs: 500 });
     api.create(namespaceFixture('default'));
     api.create(nodeFixture(c.nodeName('n1')));
@@ -44,15 +52,14 @@ describe('e2e - apiserver to BPF maps through NATS', () => {
     tmp = mkdtempSync(join(tmpdir(), 'mlt-e2e-'));
     writeFileSync(join(tmp, 'kubeconfig'), api.kubeconfig());
     for (const id of ['cp-1', 'cp-2']) {
-      const cp = new ControlPlaneProc(id, ['--kubeconfig', join(tmp, 'kubeconfig'), '--nats', nats.url, '--lease-duration', '2']);
+      const cp = new ControlPlaneProc(id, ['--kubeconfig', join(tmp, 'kubeconfig'), '--nats', nats.url, '--nats-user', 'controlplane', '--nats-password', 'cp-secret', '--lease-duration', '2']);
       cps.push(cp);
       cp.start();
     }
     await c.addPod({ name: 'a', node: 'n1', index: 1, meshed: true });
     await c.addPod({ name: 'b', node: 'n1', index: 2, meshed: true, servers: { 8080: 'echo' } });
     await c.addPod({ name: 'e', node: 'n2', index: 5, meshed: true, servers: { 8080: 'echo' } });
-    await c.startBusWorker('n1', nats.url);
-    await c.startBusWorker('n2', nats.url);
+    for (const n of ['n1', 'n2']) await c.startBusWorker(n, nats.url, { user: userName({ role: 'worker', node: c.nodeName(n) }), pass: `${n}-secret` });
     await waitFor('a leader', () => cps.some((p) => p.leading()));
   });
 

@@ -179,6 +179,8 @@ export class Worker {
     readonly stateFile: string,
     /** Follow the bus instead of the state file. */
     readonly natsUrl?: string,
+    /** NATS user and password for this node's worker. */
+    readonly natsAuth?: { user: string; pass: string },
   ) {}
 
   get pinNode(): string {
@@ -189,7 +191,10 @@ export class Worker {
     const { spawn } = await import('node:child_process');
     this.log = '';
     const source = this.natsUrl ? ['--nats', this.natsUrl, '--status-interval', '1'] : ['--state', this.stateFile];
-    const p = spawn(process.execPath, [WORKER_CLI, 'run', '--node', this.pinNode, '--cgroup', this.cluster.nodeCgroup(this.node), ...source, '--pin-root', PIN_ROOT, '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [WORKER_CLI, 'run', '--node', this.pinNode, '--cgroup', this.cluster.nodeCgroup(this.node), ...source, '--pin-root', PIN_ROOT, '--log-level', 'debug'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...(this.natsAuth ? { MESHLANE_NATS_USER: this.natsAuth.user, MESHLANE_NATS_PASSWORD: this.natsAuth.pass } : {}) },
+    });
     this.cluster.track(p);
     this.cluster.workerProcs.add(p);
     p.stdout.on('data', (d: Buffer) => (this.log += d.toString()));
@@ -371,8 +376,8 @@ export class TestCluster {
   }
 
   /** A worker that follows its node on the bus. */
-  async startBusWorker(node: string, natsUrl: string): Promise<Worker> {
-    const w = new Worker(this, node, join(this.tmp, `${node}.unused.json`), natsUrl);
+  async startBusWorker(node: string, natsUrl: string, natsAuth?: { user: string; pass: string }): Promise<Worker> {
+    const w = new Worker(this, node, join(this.tmp, `${node}.unused.json`), natsUrl, natsAuth);
     this.workers.set(node, w);
     await w.start();
     return w;

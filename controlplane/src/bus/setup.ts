@@ -68,5 +68,7 @@ export async function setupBus(nc: NatsConnection, limits: BusLimits): Promise<K
     num_replicas: limits.replicas,
   });
   const kvm = new Kvm(nc);
-  return kvm.create(SNAPSHOT_BUCKET, { history: 1, replicas: limits.replicas, max_bytes: -1 });
+  // allow_direct: gets name the key in the subject, which per-node NATS
+  // permissions can match (see proto/src/permissions.ts).
+  return kvm.create(SNAPSHOT_BUCKET, { history: 1, replicas: limits.replicas, max_bytes: -1, allow_direct: true });
 }

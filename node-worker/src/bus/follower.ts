@@ -7,6 +7,7 @@
  * returns.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
+import { jetstream } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { Logger } from 'pino';
 import {
@@ -35,6 +36,8 @@ export interface FollowerOptions {
   node: string;
   reconciler: StateApplier;
   logger: Logger;
+  /** The inbox prefix the connection was made with (see proto permissions). */
+  inboxPrefix?: string;
   /** Called after every change of applied state (for status reports). */
   onApplied?: (state: NodeState) => void;
 }
@@ -64,12 +67,18 @@ export class NodeFollower {
   async start(): Promise<void> {
     for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
       try {
-        this.kv = await new Kvm(this.o.nc).open(SNAPSHOT_BUCKET);
+        // Direct gets name the key in the subject, so NATS permissions can
+        // confine a worker to its own node's snapshot.
+        const js = jetstream(this.o.nc, this.o.inboxPrefix ? { watcherPrefix: this.o.inboxPrefix } : {});
+        this.kv = await new Kvm(js).open(SNAPSHOT_BUCKET, { allow_direct: true });
         await this.resync('start');
         return;
       } catch (err) {
-        if (!/not found/i.test((err as Error).message)) throw err;
-        this.o.logger.info({ retryMs: delay }, 'bus not created yet (the control plane creates it): waiting');
+        // Before the control plane has created the bucket and stream, gets
+        // and consumer creates find nothing (not found, no responders, or a
+        // timeout where permissions hide the difference).
+        if (!/not found|no responders|timeout|503/i.test((err as Error).message)) throw err;
+        this.o.logger.info({ retryMs: delay, err: (err as Error).message }, 'bus not created yet (the control plane creates it): waiting');
         await new Promise((r) => setTimeout(r, delay));
       }
     }
@@ -104,7 +113,7 @@ export class NodeFollower {
     }
     this.o.logger.info({ generation: this.state.generation, fromSeq: from, reason }, 'following the bus');
     this.audit('resync', { generation: this.state.generation, reason, summary: `from snapshot generation ${stored?.snapshot.state.generation ?? 0}, deltas from sequence ${from}` });
-    this.follower = await followSubject(this.o.nc, subjects.delta(this.o.node), from, (m) => this.onDelta(m));
+    this.follower = await followSubject(this.o.nc, subjects.delta(this.o.node), from, (m) => this.onDelta(m), this.o.inboxPrefix);
   }
 
   private apply(next: NodeState, what: string): void {

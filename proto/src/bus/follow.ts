@@ -46,8 +46,10 @@ export async function followSubject(
   filter: string,
   fromSeq: number,
   onMsg: (m: DeltaMsg) => Promise<void> | void,
+  /** The connection's inbox prefix, when its permissions confine replies to one. */
+  inboxPrefix?: string,
 ): Promise<Follower> {
-  const js = jetstream(nc);
+  const js = jetstream(nc, inboxPrefix ? { watcherPrefix: inboxPrefix } : {});
   const consumer = await js.consumers.get(DELTA_STREAM, {
     filter_subjects: filter,
     deliver_policy: fromSeq > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
