@@ -14,15 +14,19 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { BusLeadership } from './bus/leadership.js';
 import { DEFAULT_LIMITS, setupBus } from './bus/setup.js';
 import { LeaseElector } from './leader/lease.js';
+import { ManifestSource } from './local/manifests.js';
+import type { ClusterSource } from './source.js';
 
 const HELP = `meshlane-controlplane: computes every node's meshlane desired state from
 Kubernetes and istiod.
 
 Usage: meshlane-controlplane [options]
 
-Kubernetes:
+Cluster (one of):
   --kubeconfig FILE        kubeconfig to use (env KUBECONFIG); default: in-cluster
                            service account, then ~/.kube/config
+  --cluster-dir DIR        a folder of Pod/Node/Namespace manifests (YAML or JSON),
+                           watched for changes, instead of an API server
 istiod (sync gate: a pair is accelerated only once both sidecars are synced):
   --istiod ADDR            istiod xDS address host:port, e.g. istiod.istio-system.svc:15012
                            (env MESHLANE_ISTIOD). Without it the sync gate is off.
@@ -67,6 +71,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       kubeconfig: { type: 'string', default: process.env.KUBECONFIG },
+      'cluster-dir': { type: 'string' },
       istiod: { type: 'string', default: process.env.MESHLANE_ISTIOD },
       'istiod-plaintext': { type: 'boolean', default: false },
       'istiod-ca': { type: 'string', default: '/var/run/secrets/istio/root-cert.pem' },
@@ -103,8 +108,8 @@ async function main(): Promise<void> {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
-  const kc = loadKubeConfig(values.kubeconfig);
-  const kube = new KubeSources(kc, log);
+  const kc = values['cluster-dir'] && !values.kubeconfig ? undefined : loadKubeConfig(values.kubeconfig);
+  const kube: ClusterSource = values['cluster-dir'] ? new ManifestSource(values['cluster-dir'], log) : new KubeSources(kc!, log);
   const istiod = values.istiod
     ? new IstiodXdsSource({
         address: values.istiod,
@@ -145,7 +150,7 @@ async function main(): Promise<void> {
       ...(values['nats-ca'] ? { tls: { caFile: values['nats-ca'] } } : {}),
     });
     const kv = await setupBus(nc, { ...DEFAULT_LIMITS, replicas });
-    const elector = values['no-leader-elect']
+    const elector = values['no-leader-elect'] || !kc
       ? undefined
       : new LeaseElector(kc, {
           namespace: values['lease-namespace'] ?? values['pod-namespace'],

@@ -8,13 +8,13 @@ import type { Logger } from 'pino';
 import { Histogram, Registry, Counter, Gauge } from 'prom-client';
 import type { Switches } from '@meshlane/proto';
 import { classifyPod } from './classify/mod.js';
-import type { KubeSources } from './kube/sources.js';
+import type { ClusterSource } from './source.js';
 import { ClusterModel, namespaceOptedOut } from './model/model.js';
 import { Reconciler, type NodeUpdate } from './reconcile/reconciler.js';
 import type { IstiodSource } from './types.js';
 
 export interface ControlPlaneOptions {
-  kube: KubeSources;
+  kube: ClusterSource;
   /** Without istiod the sync gate is off: pods pair as soon as Kubernetes says they run. */
   istiod?: IstiodSource;
   switches: Switches;
