@@ -14,28 +14,15 @@ import { BusPublisher } from '../../controlplane/src/bus/publisher.js';
 import { DEFAULT_LIMITS, setupBus } from '../../controlplane/src/bus/setup.js';
 import { ClusterModel } from '../../controlplane/src/model/model.js';
 import { Reconciler } from '../../controlplane/src/reconcile/reconciler.js';
-import type { PodClass } from '../../controlplane/src/types.js';
 import { NatsServer } from '../harness/nats.js';
+import { waitFor as waitUntil } from '../harness/wait.js';
+import { podClass } from '../harness/podclass.js';
+
+const waitFor = (what: string, pred: () => boolean, ms = 5000) => waitUntil(what, pred, ms);
 
 const log = pino({ level: process.env.MESHLANE_TEST_LOG ?? 'silent' });
 
-function pod(name: string, node: string, i: number): PodClass {
-  return {
-    key: `default/${name}`,
-    namespace: 'default',
-    name,
-    node,
-    ips: [`10.0.0.${i}`],
-    optedOut: false,
-    appSockets: true,
-    proxyUid: 1337,
-    proxyId: `${name}.default`,
-    outboundPort: 15001,
-    inboundPort: 15006,
-    inbound: { includePorts: '*', excludePorts: [15020] },
-    outbound: { excludePorts: [], includeCidrs: '*', excludeCidrs: [] },
-  };
-}
+const pod = podClass;
 
 /** Records what a worker would apply, without BPF. */
 class Applied {
@@ -49,13 +36,6 @@ class Applied {
   }
 }
 
-async function waitFor(what: string, pred: () => boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 const rawDelta = (node: string, from: number, to: number) => ({
   apiVersion: NODE_STATE_API_VERSION,

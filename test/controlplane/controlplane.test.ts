@@ -17,16 +17,12 @@ import { IstiodXdsSource } from '../../controlplane/src/xds/index.js';
 import type { NodeUpdate } from '../../controlplane/src/reconcile/reconciler.js';
 import { FakeKubeApiServer, namespaceFixture, nodeFixture, podFixture } from '../fakes/kube-apiserver.js';
 import { FakeIstiod } from '../fakes/istiod.js';
+import { waitFor as waitUntil } from '../harness/wait.js';
+
+const waitFor = (what: string, pred: () => boolean, ms = 8000) => waitUntil(what, pred, ms);
 
 const log = pino({ level: process.env.MESHLANE_TEST_LOG ?? 'silent' });
 
-async function waitFor(what: string, pred: () => boolean, ms = 8000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('controlplane - Kubernetes and istiod to per-node deltas', () => {
   let api: FakeKubeApiServer;

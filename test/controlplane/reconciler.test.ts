@@ -7,26 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { applyNodeStateDelta, type NodeState } from '@meshlane/proto';
 import { ClusterModel } from '../../controlplane/src/model/model.js';
 import { Reconciler, type NodeUpdate } from '../../controlplane/src/reconcile/reconciler.js';
-import type { PodClass } from '../../controlplane/src/types.js';
+import { podClass } from '../harness/podclass.js';
 
-function pod(name: string, node: string | undefined, i: number, over: Partial<PodClass> = {}): PodClass {
-  return {
-    key: `default/${name}`,
-    namespace: 'default',
-    name,
-    node,
-    ips: [`10.0.0.${i}`],
-    optedOut: false,
-    appSockets: true,
-    proxyUid: 1337,
-    proxyId: `${name}.default`,
-    outboundPort: 15001,
-    inboundPort: 15006,
-    inbound: { includePorts: '*', excludePorts: [15008, 15020, 15021, 15090] },
-    outbound: { excludePorts: [53], includeCidrs: '*', excludeCidrs: [] },
-    ...over,
-  };
-}
+const pod = podClass;
 
 function setup(syncGate = false) {
   const model = new ClusterModel({ syncGate });

@@ -16,14 +16,10 @@ import { ControlPlaneProc } from '../harness/controlplane.js';
 import { NatsServer } from '../harness/nats.js';
 import { FakeKubeApiServer, namespaceFixture, nodeFixture, podFixture } from '../fakes/kube-apiserver.js';
 import { busUsers, renderAuthorization, userName } from '@meshlane/proto';
+import { waitFor as waitUntil } from '../harness/wait.js';
 
-async function waitFor(what: string, pred: () => boolean, ms = 15000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const waitFor = (what: string, pred: () => boolean, ms = 15000) => waitUntil(what, pred, ms);
+
 
 describe('e2e - apiserver to BPF maps through NATS', () => {
   let c: TestCluster;
