@@ -64,18 +64,51 @@ export function diffNodeState(prev: NodeState, next: NodeState): NodeStateDelta 
   };
 }
 
+/**
+ * A node state being advanced by many deltas in a row (a worker catching
+ * up, a new leader replaying the stream): endpoints and pairs are kept in a
+ * map and a set, so each delta costs its own size, not the state's, and the
+ * sorted NodeState is built once at the end.
+ */
+export class NodeStateAccumulator {
+  private readonly endpoints: Map<string, Endpoint>;
+  private readonly pairs: Map<string, Pair>;
+  private generation: number;
+  private switches: Switches;
+
+  constructor(private readonly base: NodeState) {
+    this.endpoints = new Map(base.endpoints.map((e) => [e.pod, e]));
+    this.pairs = new Map(base.pairs.map((p) => [pairKey(p), p]));
+    this.generation = base.generation;
+    this.switches = base.switches;
+  }
+
+  get currentGeneration(): number {
+    return this.generation;
+  }
+
+  /** Throws on a node or generation mismatch, leaving the accumulator as it was. */
+  apply(d: NodeStateDelta): void {
+    if (d.node !== this.base.node) throw new Error(`delta for node ${d.node} applied to ${this.base.node}`);
+    if (d.fromGeneration !== this.generation) throw new Error(`delta from generation ${d.fromGeneration} applied to generation ${this.generation}`);
+    for (const k of d.removeEndpoints) this.endpoints.delete(k);
+    for (const e of d.upsertEndpoints) this.endpoints.set(e.pod, e);
+    for (const p of d.removePairs) this.pairs.delete(pairKey(p));
+    for (const p of d.addPairs) this.pairs.set(pairKey(p), p);
+    if (d.switches) this.switches = d.switches;
+    this.generation = d.toGeneration;
+  }
+
+  toState(): NodeState {
+    const endpoints = [...this.endpoints.values()].sort((a, b) => (a.pod < b.pod ? -1 : a.pod > b.pod ? 1 : 0));
+    const pairs = [...this.pairs.values()].sort(comparePairs);
+    return { ...this.base, generation: this.generation, switches: this.switches, endpoints, pairs };
+  }
+}
+
 /** Applies a delta to the state it was computed from. Throws on a generation mismatch. */
 export function applyNodeStateDelta(state: NodeState, d: NodeStateDelta): NodeState {
-  if (d.node !== state.node) throw new Error(`delta for node ${d.node} applied to ${state.node}`);
-  if (d.fromGeneration !== state.generation) {
-    throw new Error(`delta from generation ${d.fromGeneration} applied to generation ${state.generation}`);
-  }
-  const removed = new Set(d.removeEndpoints);
-  const upserted = new Map(d.upsertEndpoints.map((e) => [e.pod, e]));
-  const endpoints = state.endpoints.filter((e) => !removed.has(e.pod) && !upserted.has(e.pod)).concat(d.upsertEndpoints);
-  endpoints.sort((a, b) => (a.pod < b.pod ? -1 : a.pod > b.pod ? 1 : 0));
-  const gone = new Set(d.removePairs.map(pairKey));
-  const pairs = state.pairs.filter((p) => !gone.has(pairKey(p))).concat(d.addPairs);
-  pairs.sort(comparePairs);
-  return { ...state, generation: d.toGeneration, switches: d.switches ?? state.switches, endpoints, pairs };
+  const acc = new NodeStateAccumulator(state);
+  acc.apply(d);
+  return acc.toState();
 }

@@ -14,7 +14,7 @@ export {
 export { parseNodeState } from './validate.js';
 export { ValidationError } from './errors.js';
 export { ipToBytes, bytesToIp, parseCidr, type Cidr } from './ip.js';
-export { diffNodeState, applyNodeStateDelta, NODE_STATE_DELTA_KIND, type NodeStateDelta } from './delta.js';
+export { diffNodeState, applyNodeStateDelta, NodeStateAccumulator, NODE_STATE_DELTA_KIND, type NodeStateDelta } from './delta.js';
 export { subjects, nodeToken, BUS_VERSION, SUBJECT_ROOT, SNAPSHOT_BUCKET, DELTA_STREAM, AUDIT_STREAM, STATUS_STREAM, type AuditEventType } from './subjects.js';
 export { API_VERSION, type Snapshot, type WorkerStatus, type AuditEvent } from './messages.js';
 export { parseJson, parseNodeStateDelta, parseSnapshot, parseWorkerStatus } from './decode.js';

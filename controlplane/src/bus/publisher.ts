@@ -26,6 +26,12 @@ function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
   return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * A node's snapshot is rewritten at most this often: deltas carry every
+ * change in between, and a worker folds a tail of deltas in one map write.
+ */
+export const DEFAULT_SNAPSHOT_INTERVAL_MS = 2000;
+
 export class FencedError extends Error {
   override name = 'FencedError';
 }
@@ -35,8 +41,8 @@ interface NodeCursor {
   deltaSeq: number;
   /** Snapshot bucket revision (0: no entry). */
   revision: number;
-  /** Latest state not yet written to the bucket. */
-  pending?: NodeState;
+  /** Latest state not yet written to the bucket, built only when written. */
+  pending?: () => NodeState;
   timer?: NodeJS.Timeout;
   /** Serializes this node's writes. */
   chain: Promise<void>;
@@ -120,19 +126,20 @@ export class BusPublisher {
     }
     this.stats.deltas++;
     this.stats.deltaBytes += data.length;
-    c.pending = u.state();
+    c.pending = u.state;
     if (!c.timer) {
       c.timer = setTimeout(() => {
         c.timer = undefined;
         c.chain = c.chain.then(() => this.writeSnapshot(u.node, c)).catch((err: Error) => this.o.logger.error({ node: u.node, err: err.message }, 'snapshot write failed'));
-      }, this.o.snapshotIntervalMs ?? 200);
+      }, this.o.snapshotIntervalMs ?? DEFAULT_SNAPSHOT_INTERVAL_MS);
     }
   }
 
   private async writeSnapshot(node: string, c: NodeCursor): Promise<void> {
-    const state = c.pending;
-    if (!state || this.fenced) return;
+    const build = c.pending;
+    if (!build || this.fenced) return;
     c.pending = undefined;
+    const state = build();
     const snap: Snapshot = { apiVersion: API_VERSION, kind: 'Snapshot', deltaSeq: c.deltaSeq, epoch: this.o.epoch, state };
     const key = subjects.snapshotKey(node);
     try {

@@ -16,7 +16,7 @@ import {
   DEFAULT_SWITCHES,
   SNAPSHOT_BUCKET,
   ValidationError,
-  applyNodeStateDelta,
+  NodeStateAccumulator,
   parseJson,
   parseNodeState,
   parseNodeStateDelta,
@@ -42,6 +42,9 @@ export interface FollowerOptions {
   onApplied?: (state: NodeState) => void;
 }
 
+/** At most this many deltas are folded before the maps are written. */
+const MAX_BATCH = 1000;
+
 function emptyState(node: string): NodeState {
   return { apiVersion: NODE_STATE_API_VERSION, kind: 'NodeState', node, generation: 0, switches: DEFAULT_SWITCHES, endpoints: [], pairs: [] };
 }
@@ -57,6 +60,8 @@ export class NodeFollower {
   lastError: string | undefined;
   /** Stream sequence of the last delta that caused a resync. */
   private gapSeq = 0;
+  /** Deltas applied in memory, not yet in the maps. */
+  private batch: { acc: NodeStateAccumulator; firstSeq: number; lastSeq?: number; count: number } | undefined;
   readonly stats = { applied: 0, duplicates: 0, gaps: 0, rejected: 0, resyncs: 0 };
 
   constructor(private readonly o: FollowerOptions) {
@@ -104,6 +109,7 @@ export class NodeFollower {
   private async doResync(reason: string): Promise<void> {
     await this.follower?.stop();
     this.follower = undefined;
+    this.batch = undefined;
     this.stats.resyncs++;
     const stored = await readSnapshot(this.kv!, this.o.node);
     let from = 1;
@@ -126,43 +132,73 @@ export class NodeFollower {
     this.o.onApplied?.(next);
   }
 
+  /**
+   * Deltas go into an in-memory accumulator and reach the maps when the
+   * consumer has nothing more pending (or every MAX_BATCH deltas): a worker
+   * catching up on thousands of deltas applies the result once, and a live
+   * one applies each delta as it comes (pending is then 0).
+   */
   private onDelta(m: DeltaMsg): void {
     if (this.resyncing) return; // the resync restarts the follower after the snapshot
-    let next: NodeState;
     try {
       const d = parseNodeStateDelta(parseJson(m.data), this.o.node);
       this.desiredGeneration = Math.max(this.desiredGeneration, d.toGeneration);
-      if (d.toGeneration <= this.state.generation) {
+      const have = this.batch?.acc.currentGeneration ?? this.state.generation;
+      if (d.toGeneration <= have) {
         this.stats.duplicates++;
-        return;
-      }
-      if (d.fromGeneration !== this.state.generation) {
+      } else if (d.fromGeneration !== have) {
         if (m.seq <= this.gapSeq) {
           // Seen before a resync that did not close it: this delta cannot
           // follow any state the snapshot leads to. Skip it, don't loop.
-          throw new ValidationError('$.fromGeneration', `delta ${d.fromGeneration} -> ${d.toGeneration} does not follow generation ${this.state.generation}, also after a resync`);
+          throw new ValidationError('$.fromGeneration', `delta ${d.fromGeneration} -> ${d.toGeneration} does not follow generation ${have}, also after a resync`);
         }
         this.gapSeq = m.seq;
         this.stats.gaps++;
-        this.o.logger.warn({ have: this.state.generation, from: d.fromGeneration, to: d.toGeneration, seq: m.seq }, 'gap in deltas: resyncing from the snapshot');
-        void this.resync(`gap: have ${this.state.generation}, delta from ${d.fromGeneration}`).catch((err: Error) => this.fail(err));
+        this.batch = undefined;
+        this.o.logger.warn({ have, from: d.fromGeneration, to: d.toGeneration, seq: m.seq }, 'gap in deltas: resyncing from the snapshot');
+        void this.resync(`gap: have ${have}, delta from ${d.fromGeneration}`).catch((err: Error) => this.fail(err));
         return;
+      } else {
+        this.batch ??= { acc: new NodeStateAccumulator(this.state), firstSeq: m.seq, count: 0 };
+        this.batch.acc.apply(d);
+        this.batch.count++;
+        this.batch.lastSeq = m.seq;
       }
-      // The result must itself be a valid state (e.g. no pair to a missing endpoint).
-      next = parseNodeState(applyNodeStateDelta(this.state, d), this.o.node);
     } catch (err) {
-      this.stats.rejected++;
-      const field = err instanceof ValidationError ? err.field : undefined;
-      this.lastError = (err as Error).message;
-      this.o.logger.error({ seq: m.seq, err: this.lastError }, 'delta rejected; maps unchanged');
-      this.audit('rejected', { generation: this.state.generation, ...(field ? { field } : {}), reason: this.lastError, summary: `stream sequence ${m.seq}` });
+      this.reject(err as Error, `stream sequence ${m.seq}`);
+    }
+    if (this.batch && (m.pending === 0 || this.batch.count >= MAX_BATCH)) this.flushBatch();
+  }
+
+  private flushBatch(): void {
+    const b = this.batch;
+    this.batch = undefined;
+    if (!b) return;
+    const what = b.count === 1 ? `delta seq ${b.lastSeq}` : `${b.count} deltas, seq ${b.firstSeq}..${b.lastSeq}`;
+    let next: NodeState;
+    try {
+      // The result must itself be a valid state (e.g. no pair to a missing endpoint).
+      next = parseNodeState(b.acc.toState(), this.o.node);
+    } catch (err) {
+      // Nothing of the batch is applied; the next delta will not follow and
+      // trigger one resync, after which these sequences are refused.
+      this.gapSeq = Math.max(this.gapSeq, b.lastSeq ?? 0);
+      this.reject(err as Error, what);
       return;
     }
     try {
-      this.apply(next, `delta seq ${m.seq}`);
+      this.apply(next, what);
     } catch (err) {
       this.fail(err as Error);
     }
+  }
+
+  private reject(err: Error, what: string): void {
+    this.stats.rejected++;
+    const field = err instanceof ValidationError ? err.field : undefined;
+    this.lastError = err.message;
+    this.o.logger.error({ what, err: this.lastError }, 'delta rejected; maps unchanged');
+    this.audit('rejected', { generation: this.state.generation, ...(field ? { field } : {}), reason: this.lastError, summary: what });
   }
 
   private fail(err: Error): void {
