@@ -118,7 +118,7 @@ describe('bus - publisher and follower', () => {
     const js = jetstream(nc);
     await js.publish(subjects.delta('node-a'), JSON.stringify(rawDelta('node-a', 0, 1)));
     await js.publish(subjects.delta('node-a'), JSON.stringify(rawDelta('node-a', 5, 6)));
-    await waitFor('a duplicate and a gap', () => a.f.stats.gaps === 1 && a.f.stats.duplicates === 1);
+    await waitFor('a duplicate and a gap', () => a.f.stats.gaps === 1 && a.f.stats.duplicates >= 1);
     await waitFor('resynced once, then the same gap rejected', () => a.f.stats.resyncs === 2 && a.f.stats.rejected === 1);
     // The rogue writes fenced the publisher (another writer on the subject);
     // a valid next delta still applies.

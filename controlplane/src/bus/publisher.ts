@@ -127,7 +127,11 @@ export class BusPublisher {
     this.stats.deltas++;
     this.stats.deltaBytes += data.length;
     c.pending = u.state;
-    if (!c.timer) {
+    if (c.revision === 0 && !c.timer) {
+      // A node's first snapshot is written at once: until it exists, a new
+      // leader has to replay the stream from its start to learn the node.
+      c.chain = c.chain.then(() => this.writeSnapshot(u.node, c)).catch((err: Error) => this.o.logger.error({ node: u.node, err: err.message }, 'snapshot write failed'));
+    } else if (!c.timer) {
       c.timer = setTimeout(() => {
         c.timer = undefined;
         c.chain = c.chain.then(() => this.writeSnapshot(u.node, c)).catch((err: Error) => this.o.logger.error({ node: u.node, err: err.message }, 'snapshot write failed'));

@@ -9,6 +9,7 @@ import type { KV } from '@nats-io/kv';
 import type { Logger } from 'pino';
 import {
   DEFAULT_SWITCHES,
+  DELTA_STREAM,
   NODE_STATE_API_VERSION,
   applyNodeStateDelta,
   parseJson,
@@ -18,6 +19,7 @@ import {
   type NodeState,
 } from '@meshlane/proto';
 import { followSubject } from '@meshlane/proto/bus';
+import { jetstreamManager } from '@nats-io/jetstream';
 
 export interface NodeBusState {
   state: NodeState;
@@ -45,8 +47,13 @@ export async function readBusState(nc: NatsConnection, kv: KV, log: Logger): Pro
       log.warn({ key, err: (err as Error).message }, 'unreadable snapshot: the node will be rebuilt from its deltas');
     }
   }
-  // Deltas newer than the oldest snapshot, in stream order, onto each node.
-  const from = out.size ? Math.min(...[...out.values()].map((s) => s.deltaSeq)) + 1 : 1;
+  // Deltas newer than the oldest snapshot, in stream order, onto each node;
+  // from the start when a node has deltas but no snapshot yet.
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.streams.info(DELTA_STREAM, { subjects_filter: subjects.allDeltas });
+  const withDeltas = Object.keys(info.state.subjects ?? {});
+  const unsnapshotted = withDeltas.some((subject) => ![...out.keys()].some((node) => subjects.delta(node) === subject));
+  const from = out.size && !unsnapshotted ? Math.min(...[...out.values()].map((s) => s.deltaSeq)) + 1 : 1;
   const follower = await followSubject(nc, subjects.allDeltas, from, (m) => {
     let d;
     try {
