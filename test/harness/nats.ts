@@ -4,7 +4,7 @@
  * removed by stop() (and on process exit). Never mocked.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +29,33 @@ export interface NatsServerOptions {
   port?: number;
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Stops nats-servers of test runs that died, and removes their stores. Only ours: mlt-nats-<pid>-*. */
+export function sweepStaleServers(): void {
+  for (const d of readdirSync(tmpdir())) {
+    const m = /^mlt-nats-(\d+)-/.exec(d);
+    if (!m || alive(Number(m[1]))) continue;
+    const dir = join(tmpdir(), d);
+    for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+      try {
+        const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        if (cmd.startsWith('nats-server') && cmd.includes(`${dir}/`)) process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export class NatsServer {
   private proc: ChildProcess | undefined;
   private log = '';
@@ -45,8 +72,11 @@ export class NatsServer {
   }
 
   static async start(opts: NatsServerOptions = {}): Promise<NatsServer> {
+    sweepStaleServers();
     const port = opts.port ?? (await freePort());
-    const dir = mkdtempSync(join(tmpdir(), 'mlt-nats-'));
+    // The owner's pid is in the name, so a later run can tell a server whose
+    // test process died by a signal (no exit handler ran) and stop it.
+    const dir = mkdtempSync(join(tmpdir(), `mlt-nats-${process.pid}-`));
     const config = [`listen: 127.0.0.1:${port}`, `jetstream { store_dir: "${join(dir, 'js')}", max_memory_store: 256MB, max_file_store: 1GB }`, opts.config ?? ''].join('\n');
     const s = new NatsServer(port, dir, config);
     await s.boot();
