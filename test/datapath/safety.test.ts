@@ -5,8 +5,9 @@
  * were paired and which were refused, and why.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestCluster, type Agent } from '../harness/cluster.js';
-import { measure } from '../harness/counters.js';
+import { Datapath } from '@meshlane/node-worker';
+import { PIN_ROOT, TOOLS, TestCluster, type Agent } from '../harness/cluster.js';
+import { delta, measure } from '../harness/counters.js';
 
 describe('datapath - safety rules', () => {
   let c: TestCluster;
@@ -116,6 +117,29 @@ describe('datapath - safety rules', () => {
       expect(d.refused_pair).toBe(1);
     } finally {
       await w.apply(baseState(3));
+    }
+  });
+
+  it('two connections that claim the same sequence numbers are ambiguous: neither is recorded', async () => {
+    // TCP_REPAIR makes established sockets with chosen sequence numbers and
+    // no handshake (no packet leaves): the collision a real peer could never
+    // be told apart from. Run as root for CAP_NET_ADMIN (root is not the proxy uid).
+    const w = c.worker('n1');
+    const before = w.counters();
+    const r = await c.pod('a').run([`${TOOLS}/repair-connect`, c.pod('a').ip4, c.pod('b').ip4, '80', '1000', '2000', '2'], 0);
+    expect(r.code, r.stderr).toBe(0);
+    const d = delta(before, w.counters());
+    expect(d.candidate).toBe(1);
+    expect(d.ambiguous).toBe(1);
+    // The first claimant's entry is gone too: an accept with these numbers finds nothing.
+    const dp = Datapath.openPinned(PIN_ROOT, w.pinNode);
+    try {
+      const key = Buffer.alloc(8);
+      key.writeUInt32LE(1000, 0);
+      key.writeUInt32LE(2000, 4);
+      expect(dp.maps.ml_pending.lookup(key)).toBeUndefined();
+    } finally {
+      dp.close();
     }
   });
 
