@@ -8,7 +8,7 @@ import { pino } from 'pino';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { KV } from '@nats-io/kv';
 import { jetstream } from '@nats-io/jetstream';
-import { NODE_STATE_API_VERSION, subjects, type AuditEvent, type NodeState } from '@meshlane/proto';
+import { subjects, type AuditEvent, type NodeState } from '@meshlane/proto';
 import { NodeFollower } from '@meshlane/node-worker';
 import { BusPublisher } from '../../controlplane/src/bus/publisher.js';
 import { DEFAULT_LIMITS, setupBus } from '../../controlplane/src/bus/setup.js';
@@ -17,6 +17,7 @@ import { Reconciler } from '../../controlplane/src/reconcile/reconciler.js';
 import { NatsServer } from '../harness/nats.js';
 import { waitFor as waitUntil } from '../harness/wait.js';
 import { podClass } from '../harness/podclass.js';
+import { rawDelta } from '../harness/deltas.js';
 
 const waitFor = (what: string, pred: () => boolean, ms = 5000) => waitUntil(what, pred, ms);
 
@@ -37,17 +38,6 @@ class Applied {
 }
 
 
-const rawDelta = (node: string, from: number, to: number) => ({
-  apiVersion: NODE_STATE_API_VERSION,
-  kind: 'NodeStateDelta',
-  node,
-  fromGeneration: from,
-  toGeneration: to,
-  upsertEndpoints: [],
-  removeEndpoints: [],
-  addPairs: [],
-  removePairs: [],
-});
 
 describe('bus - publisher and follower', () => {
   let nats: NatsServer;

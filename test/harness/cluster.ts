@@ -19,7 +19,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NODE_STATE_API_VERSION, bytesToIp, type Endpoint, type NodeState, type Pair } from '@meshlane/proto';
 import { Datapath, readCounters, type CounterName } from '@meshlane/node-worker';
-import { exited, requireRoot, sh, spawnIn, trySh } from './exec.js';
+import { alive, exited, requireRoot, sh, spawnIn, trySh } from './exec.js';
 import { istioNatRules } from './istio-iptables.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
@@ -455,14 +455,6 @@ function listNetns(): string[] {
     .filter(Boolean);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Removes leftovers of earlier test runs whose process is gone. */
 export function sweepStale(): void {

@@ -40,3 +40,13 @@ export function spawnIn(opts: { netns: string; cgroup: string; uid: number; cmd:
 export function exited(p: { exitCode: number | null; signalCode: NodeJS.Signals | null }): boolean {
   return p.exitCode !== null || p.signalCode !== null;
 }
+
+/** Whether a process id is alive (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

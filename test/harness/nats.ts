@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection, type ConnectionOptions } from '@nats-io/transport-node';
-import { exited } from './exec.js';
+import { alive, exited } from './exec.js';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -29,14 +29,6 @@ export interface NatsServerOptions {
   port?: number;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Stops nats-servers of test runs that died, and removes their stores. Only ours: mlt-nats-<pid>-*. */
 export function sweepStaleServers(): void {

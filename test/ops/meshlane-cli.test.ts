@@ -17,7 +17,6 @@ import type { KV } from '@nats-io/kv';
 import { jetstream } from '@nats-io/jetstream';
 import {
   API_VERSION,
-  NODE_STATE_API_VERSION,
   busUsers,
   inboxPrefix,
   renderAuthorization,
@@ -31,8 +30,10 @@ import { BusPublisher } from '../../controlplane/src/bus/publisher.js';
 import { DEFAULT_LIMITS, setupBus } from '../../controlplane/src/bus/setup.js';
 import { ClusterModel } from '../../controlplane/src/model/model.js';
 import { Reconciler } from '../../controlplane/src/reconcile/reconciler.js';
-import type { PodClass } from '../../controlplane/src/types.js';
 import { NatsServer } from '../harness/nats.js';
+import { podClass } from '../harness/podclass.js';
+import { rawDelta } from '../harness/deltas.js';
+import { waitFor as waitUntil } from '../harness/wait.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(ROOT, 'controlplane', 'dist', 'meshlane.js');
@@ -47,23 +48,7 @@ const cred = {
   nodeB: { user: 'node-node-b', password: pw() },
 };
 
-function pod(name: string, node: string, i: number): PodClass {
-  return {
-    key: `default/${name}`,
-    namespace: 'default',
-    name,
-    node,
-    ips: [`10.0.0.${i}`],
-    optedOut: false,
-    appSockets: true,
-    proxyUid: 1337,
-    proxyId: `${name}.default`,
-    outboundPort: 15001,
-    inboundPort: 15006,
-    inbound: { includePorts: '*', excludePorts: [15020] },
-    outbound: { excludePorts: [], includeCidrs: '*', excludeCidrs: [] },
-  };
-}
+const pod = (name: string, node: string, i: number) => podClass(name, node, i);
 
 function workerStatus(node: string, applied: number, extra: Partial<WorkerStatus> = {}): WorkerStatus {
   return {
@@ -81,25 +66,8 @@ function workerStatus(node: string, applied: number, extra: Partial<WorkerStatus
   };
 }
 
-const rawDelta = (node: string, from: number, to: number) => ({
-  apiVersion: NODE_STATE_API_VERSION,
-  kind: 'NodeStateDelta',
-  node,
-  fromGeneration: from,
-  toGeneration: to,
-  upsertEndpoints: [],
-  removeEndpoints: [],
-  addPairs: [],
-  removePairs: [],
-});
 
-async function waitFor(what: string, pred: () => boolean, ms = WAIT): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const waitFor = (what: string, pred: () => boolean, ms = WAIT) => waitUntil(what, pred, ms);
 
 /** The CLI as a child process, its output collected. */
 class Cli {
