@@ -148,23 +148,30 @@ int ml_redirect(struct sk_msg_md *msg)
 	}
 
 	if (cfg->max_queued) {
-		struct tcp_sock *own = own_tcp_sock(msg);
-		__u32 limit = queue_limit(own, cfg->max_queued);
-
 		if (st->flags & ML_SK_HELD) {
-			if (!may_resume(own, st->peer_sk, limit)) {
+			struct tcp_sock *own = own_tcp_sock(msg);
+
+			if (!may_resume(own, st->peer_sk, queue_limit(own, cfg->max_queued))) {
 				ml_count(ML_C_MSG_TCP, 1);
 				ml_count(ML_C_BYTES_TCP, size);
 				return SK_PASS;
 			}
 			st->flags &= ~ML_SK_HELD;
 			ml_count(ML_C_RESUMED, 1);
-		} else if (peer_unread(st->peer_sk) > limit) {
-			st->flags |= ML_SK_HELD;
-			ml_count(ML_C_HELD, 1);
-			ml_count(ML_C_MSG_TCP, 1);
-			ml_count(ML_C_BYTES_TCP, size);
-			return SK_PASS;
+		} else {
+			/* The common case, a peer that keeps up, costs one load: the
+			 * node's memory pressure is only read once the peer holds
+			 * more than the smallest limit it could lead to. */
+			__u32 unread = peer_unread(st->peer_sk);
+
+			if (unread > cfg->max_queued / 16 &&
+			    unread > queue_limit(own_tcp_sock(msg), cfg->max_queued)) {
+				st->flags |= ML_SK_HELD;
+				ml_count(ML_C_HELD, 1);
+				ml_count(ML_C_MSG_TCP, 1);
+				ml_count(ML_C_BYTES_TCP, size);
+				return SK_PASS;
+			}
 		}
 	}
 
