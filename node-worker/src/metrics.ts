@@ -17,7 +17,14 @@ export class WorkerMetrics {
   readonly applies = new Counter({ name: 'meshlane_worker_applies_total', help: 'Desired states applied', registers: [this.registry] });
 
   constructor(dp: Datapath) {
-    const status = () => readStatus(dp);
+    // One scrape collects four gauges: read the maps once for all of them
+    // (counting entries walks every key of every map).
+    let cached: { at: number; value: ReturnType<typeof readStatus> } | undefined;
+    const status = () => {
+      const now = Date.now();
+      if (!cached || now - cached.at > 1000) cached = { at: now, value: readStatus(dp) };
+      return cached.value;
+    };
     new Gauge({
       name: 'meshlane_datapath_events_total',
       help: 'BPF decision counters (monotonic, summed over CPUs) by reason',
