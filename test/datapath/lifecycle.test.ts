@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Datapath } from '@meshlane/node-worker';
 import { PIN_ROOT, TestCluster, WORKER_CLI, type Agent } from '../harness/cluster.js';
 import { sh } from '../harness/exec.js';
+import { freePort } from '../harness/nats.js';
 import { delta, until } from '../harness/counters.js';
 
 const MB = 1024 * 1024;
@@ -121,6 +122,28 @@ describe('datapath - worker lifecycle', () => {
     expect(out.maps.ml_pairs?.entries).toBe(4); // a->b and b->a, both families
     expect(out.counters.paired_mesh).toBeGreaterThan(0);
     expect(out.config).toMatchObject({ enabled: true, generation: 1 });
+  });
+
+  it('serves Prometheus metrics, /healthz and /readyz', async () => {
+    const w = c.worker('n1');
+    // Ready means "a desired state has been applied": the file the previous
+    // test left is refused, so give it a good one again.
+    await w.apply(c.state('n1', { generation: 8 }));
+    await w.stop();
+    w.metricsPort = await freePort();
+    await w.start();
+    const get = async (path: string) => {
+      const r = await fetch(`http://127.0.0.1:${w.metricsPort}${path}`);
+      return { status: r.status, body: await r.text() };
+    };
+    expect((await get('/healthz')).status).toBe(200);
+    expect((await get('/readyz')).status).toBe(200);
+    const m = await get('/metrics');
+    expect(m.status).toBe(200);
+    const paired = /meshlane_datapath_events_total\{reason="paired_mesh"\} (\d+)/.exec(m.body);
+    expect(Number(paired?.[1])).toBeGreaterThan(0);
+    expect(m.body).toMatch(/meshlane_map_entries\{map="ml_endpoints"\} 4/);
+    expect(m.body).toMatch(/meshlane_applied_generation \d+/);
   });
 
   it('uninstall under load returns every connection to the normal path intact', async () => {

@@ -173,6 +173,8 @@ export class Agent {
 export class Worker {
   proc: ChildProcess | undefined;
   log = '';
+  /** Serve /metrics, /healthz, /readyz on this 127.0.0.1 port from the next start. */
+  metricsPort: number | undefined;
   constructor(
     readonly cluster: TestCluster,
     readonly node: string,
@@ -191,6 +193,7 @@ export class Worker {
     const { spawn } = await import('node:child_process');
     this.log = '';
     const source = this.natsUrl ? ['--nats', this.natsUrl, '--status-interval', '1'] : ['--state', this.stateFile];
+    if (this.metricsPort) source.push('--metrics-addr', `127.0.0.1:${this.metricsPort}`);
     const p = spawn(process.execPath, [WORKER_CLI, 'run', '--node', this.pinNode, '--cgroup', this.cluster.nodeCgroup(this.node), ...source, '--pin-root', PIN_ROOT, '--log-level', 'debug'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...(this.natsAuth ? { MESHLANE_NATS_USER: this.natsAuth.user, MESHLANE_NATS_PASSWORD: this.natsAuth.pass } : {}) },
