@@ -2,7 +2,7 @@
  * Reads a desired NodeState from a file and notices when it changes. A bad
  * file is refused whole: the caller keeps the last good state in the maps.
  */
-import { readFileSync, statSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import { parseNodeState, type NodeState } from '@meshlane/proto';
 
 export class StateFileError extends Error {
@@ -44,11 +44,3 @@ export function watchStateFile(path: string, onChange: () => void, intervalMs = 
   return () => unwatchFile(path, listener);
 }
 
-export function fileExists(path: string): boolean {
-  try {
-    statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}

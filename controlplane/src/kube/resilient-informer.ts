@@ -12,7 +12,7 @@
 import { ListWatch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import { ObjectSerializer } from '@kubernetes/client-node/dist/gen/models/ObjectSerializer.js';
 import type { Logger } from 'pino';
-import { Backoff } from './backoff.js';
+import { Backoff } from '../backoff.js';
 import { GuardedWatch } from './guarded-watch.js';
 
 export type Change = 'upsert' | 'delete';
@@ -69,7 +69,7 @@ export class ResilientInformer<T extends KubernetesObject> {
     private readonly tuning: InformerTuning,
     private readonly log: Logger,
   ) {
-    this.backoff = new Backoff(tuning.backoffInitialMs, tuning.backoffMaxMs);
+    this.backoff = new Backoff({ initialMs: tuning.backoffInitialMs, maxMs: tuning.backoffMaxMs });
     this.watch = new GuardedWatch(kc, {
       inactivityMs: tuning.inactivityMs,
       timeoutSeconds: () => Math.floor(tuning.watchTimeoutSeconds * (1 + Math.random())),

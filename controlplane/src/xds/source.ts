@@ -12,7 +12,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { IstiodSource, ProxySync } from '../types.js';
-import { Backoff, type BackoffOptions } from './backoff.js';
+import { Backoff, type BackoffOptions } from '../backoff.js';
 import { callMetadata, channelCredentials, channelOptions, type TransportOptions } from './credentials.js';
 import { AddressStream } from './delta-address.js';
 import { buildNode, type NodeIdentity } from './node.js';

@@ -78,4 +78,3 @@ export async function followSubject(
   };
 }
 
-export const nodeDeltaSubject = (node: string) => subjects.delta(node);

@@ -1,1 +1,1 @@
-export { readSnapshot, followSubject, nodeDeltaSubject, type StoredSnapshot, type DeltaMsg, type Follower } from './follow.js';
+export { readSnapshot, followSubject, type StoredSnapshot, type DeltaMsg, type Follower } from './follow.js';

@@ -1,4 +1,4 @@
-/** Capped exponential backoff with full jitter. */
+/** Capped exponential backoff with jitter, shared by every source that reconnects. */
 export interface BackoffOptions {
   initialMs?: number;
   maxMs?: number;
