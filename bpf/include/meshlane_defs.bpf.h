@@ -48,13 +48,6 @@ struct {
 } ml_cidr_include SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct ml_pair_key);
-	__type(value, struct ml_pair_value);
-} ml_pairs SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);

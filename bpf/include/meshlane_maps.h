@@ -10,7 +10,7 @@
 #ifndef MESHLANE_MAPS_H
 #define MESHLANE_MAPS_H
 
-#define ML_LAYOUT_VERSION 1
+#define ML_LAYOUT_VERSION 2
 
 /* Every address is 16 bytes; IPv4 is stored v4-mapped (::ffff:a.b.c.d), the
  * same form the kernel shows for v4 traffic on dual-stack sockets, so one key
@@ -66,18 +66,6 @@ struct ml_cidr_key {
 struct ml_cidr_value {
 	__u32 action; /* 1: present */
 };
-
-/* pairs: Envoy -> Envoy pairs of one node that the control plane allows. */
-struct ml_pair_key {
-	struct ml_addr client;
-	struct ml_addr server;
-};
-
-struct ml_pair_value {
-	__u32 flags; /* ML_PAIR_ALLOW */
-};
-
-#define ML_PAIR_ALLOW (1U << 0)
 
 /* config: a one-slot array of node-wide switches. */
 #define ML_CFG_ENABLED     (1U << 0) /* global kill switch: clear = no new pairs */
@@ -155,7 +143,6 @@ enum ml_counter {
 	ML_C_PAIRED_INBOUND,
 	ML_C_REFUSED_PORT,       /* excluded or not included port */
 	ML_C_REFUSED_CIDR,       /* excluded or not included destination */
-	ML_C_REFUSED_PAIR,       /* Envoy pair not allowed by the control plane */
 	ML_C_REFUSED_SHAPE,      /* fits no hop (app -> app, wrong uid, wrong port) */
 	ML_C_REFUSED_TUPLE,      /* addresses do not confirm the pairing */
 	ML_C_MSG_REDIRECTED,
@@ -179,7 +166,6 @@ _Static_assert(sizeof(struct ml_endpoint_value) == 16, "ml_endpoint_value");
 _Static_assert(sizeof(struct ml_port_key) == 20, "ml_port_key");
 _Static_assert(sizeof(struct ml_port_value) == 4, "ml_port_value");
 _Static_assert(sizeof(struct ml_cidr_key) == 36, "ml_cidr_key");
-_Static_assert(sizeof(struct ml_pair_key) == 32, "ml_pair_key");
 _Static_assert(sizeof(struct ml_link_value) == 16, "ml_link_value");
 _Static_assert(sizeof(struct ml_config) == 24, "ml_config");
 _Static_assert(sizeof(struct ml_pending_key) == 8, "ml_pending_key");

@@ -297,7 +297,8 @@ static __always_inline __u32 classify(struct ml_pending_value *c, struct ml_addr
 
 	/* Mesh: sidecar A -> pod B's address, REDIRECTed in B's PREROUTING to
 	 * 15006 on B's own address; B's sidecar accepts. Both must be
-	 * sidecars of local endpoints and the pair must be allowed. */
+	 * sidecars of local endpoints that both accelerate: that is the whole
+	 * pair policy, so the maps grow with the pods, not their square. */
 	cep = endpoint(&c->local);
 	sep = endpoint(slocal);
 	if (!cep || !sep || c->uid != cep->proxy_uid || suid != sep->proxy_uid ||
@@ -318,18 +319,6 @@ static __always_inline __u32 classify(struct ml_pending_value *c, struct ml_addr
 	    port_excluded(&c->local, c->remote_port, ML_DIR_OUTBOUND, true)) {
 		ml_count(ML_C_REFUSED_PORT, 1);
 		return 0;
-	}
-	{
-		struct ml_pair_key pk;
-		struct ml_pair_value *pv;
-
-		pk.client = c->local;
-		pk.server = *slocal;
-		pv = bpf_map_lookup_elem(&ml_pairs, &pk);
-		if (!pv || !(pv->flags & ML_PAIR_ALLOW)) {
-			ml_count(ML_C_REFUSED_PAIR, 1);
-			return 0;
-		}
 	}
 	return ML_HOP_MESH;
 }

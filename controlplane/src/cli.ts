@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { DEFAULT_SWITCHES, inboxPrefix } from '@meshlane/proto';
+import { DEFAULT_SWITCHES } from '@meshlane/proto';
 import { ControlPlane } from './controlplane.js';
 import { KubeSources, loadKubeConfig } from './kube/sources.js';
 import { FileSink } from './sinks/file-sink.js';
@@ -133,7 +133,7 @@ async function main(): Promise<void> {
     const sink = new FileSink(values['out-dir']);
     cp.onUpdate((u) => sink.write(u));
   }
-  cp.onUpdate((u) => log.debug({ node: u.node, generation: u.generation, upserts: u.delta.upsertEndpoints.length, removes: u.delta.removeEndpoints.length, addPairs: u.delta.addPairs.length, removePairs: u.delta.removePairs.length }, 'node state'));
+  cp.onUpdate((u) => log.debug({ node: u.node, generation: u.generation, upserts: u.delta.upsertEndpoints.length, removes: u.delta.removeEndpoints.length }, 'node state'));
   let leadership: BusLeadership | undefined;
   let nc: NatsConnection | undefined;
   if (values.nats) {
@@ -144,7 +144,6 @@ async function main(): Promise<void> {
     nc = await connect({
       servers: values.nats.split(','),
       name: `meshlane-controlplane/${values['pod-name']}`,
-      inboxPrefix: inboxPrefix({ role: 'controlplane' }),
       maxReconnectAttempts: -1,
       ...(values['nats-user'] ? { user: values['nats-user'], pass: values['nats-password'] } : {}),
       ...(values['nats-ca'] ? { tls: { caFile: values['nats-ca'] } } : {}),

@@ -12,7 +12,7 @@ Usage:
   meshlane status [--json] [--stale-after DURATION]
                               per-node convergence; exit 1 when a node lags or is stale
   meshlane pairs --node N [--json]
-                              a node's desired endpoints and accelerated pairs
+                              a node's desired endpoints and its accelerated pairs
   meshlane COMMAND --help     a command's flags and output
 
 Exit codes: 0 ok, 1 (status) some node not converged, 2 an error (named on stderr).

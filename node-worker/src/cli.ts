@@ -14,7 +14,6 @@ import { readStateFile, watchStateFile } from './statefile.js';
 import { createLogger } from './log.js';
 import { WorkerMetrics } from './metrics.js';
 import { connect } from '@nats-io/transport-node';
-import { inboxPrefix } from '@meshlane/proto';
 import { NodeFollower } from './bus/follower.js';
 import { StatusReporter } from './bus/status.js';
 
@@ -202,22 +201,31 @@ async function run(o: RunOptions): Promise<void> {
   const reconciler = new Reconciler(dp);
   let ready = false;
   let shutdown: () => Promise<void>;
+  // Health first: liveness must not kill a worker that waits for NATS.
+  const server = o.metricsAddr ? await metrics.serve(o.metricsAddr, { live: () => true, ready: () => ready }) : undefined;
   if (o.nats) {
+    log.info({ servers: o.nats.servers }, 'connecting to NATS (the maps keep their state meanwhile)');
     const nc = await connect({
       servers: o.nats.servers,
       name: `meshlane-worker/${o.node}`,
+      // Keep trying until NATS answers, then forever after a disconnect.
+      waitOnFirstConnect: true,
       maxReconnectAttempts: -1,
       ...(o.nats.user ? { user: o.nats.user, pass: o.nats.pass } : {}),
       ...(o.nats.ca ? { tls: { caFile: o.nats.ca } } : {}),
-      // Replies come back on this node's own inbox prefix, which its NATS
-      // permissions allow and no other node's do.
-      inboxPrefix: inboxPrefix({ role: 'worker', node: o.node }),
     });
-    const follower = new NodeFollower({ nc, node: o.node, reconciler, logger: log, inboxPrefix: inboxPrefix({ role: 'worker', node: o.node }), onApplied: () => {
-      ready = true;
-      metrics.applies.inc();
-      status.report();
-    } });
+    const follower = new NodeFollower({
+      nc,
+      node: o.node,
+      reconciler,
+      logger: log,
+      onApplied: () => {
+        ready = true;
+        metrics.applies.inc();
+        status.report();
+      },
+      onError: (kind) => metrics.busErrors.inc({ kind }),
+    });
     const status = new StatusReporter(nc, dp, follower, features);
     void (async () => {
       for await (const s of nc.status()) {
@@ -227,11 +235,12 @@ async function run(o: RunOptions): Promise<void> {
         } else if (s.type === 'reconnect') {
           status.connected = true;
           log.info('NATS reconnected');
+          follower.kick();
           status.report();
         }
       }
     })();
-    await follower.start();
+    follower.start();
     status.start(o.statusIntervalMs);
     status.report();
     shutdown = async () => {
@@ -258,7 +267,6 @@ async function run(o: RunOptions): Promise<void> {
     const unwatch = watchStateFile(file, apply);
     shutdown = async () => unwatch();
   }
-  const server = o.metricsAddr ? await metrics.serve(o.metricsAddr, { live: () => true, ready: () => ready }) : undefined;
 
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {

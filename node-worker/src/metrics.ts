@@ -15,6 +15,12 @@ export class WorkerMetrics {
   readonly registry = new Registry();
   readonly stateErrors = new Counter({ name: 'meshlane_worker_state_errors_total', help: 'Desired states refused or failed to apply', registers: [this.registry] });
   readonly applies = new Counter({ name: 'meshlane_worker_applies_total', help: 'Desired states applied', registers: [this.registry] });
+  readonly busErrors = new Counter({
+    name: 'meshlane_worker_follow_errors_total',
+    help: 'Failures while following the bus, by kind: bus (NATS unreachable, timeouts), rejected (a delta or snapshot refused), apply (a map write failed); each is retried',
+    labelNames: ['kind'],
+    registers: [this.registry],
+  });
 
   constructor(dp: Datapath) {
     // One scrape collects four gauges: read the maps once for all of them

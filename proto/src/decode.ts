@@ -4,24 +4,12 @@
  */
 import { ValidationError } from './errors.js';
 import { NODE_STATE_DELTA_KIND, type NodeStateDelta } from './delta.js';
-import { API_VERSION, type Snapshot, type WorkerStatus } from './messages.js';
-import { NODE_STATE_API_VERSION } from './nodestate.js';
-import { checkEndpoint, checkPair, parseNodeState } from './validate.js';
-
-type Json = Record<string, unknown>;
-
-function obj(v: unknown, field: string): Json {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ValidationError(field, 'must be an object');
-  return v as Json;
-}
+import { API_VERSION, type ControlPlaneStatus, type Snapshot, type WorkerStatus } from './messages.js';
+import { LIMITS, NODE_STATE_API_VERSION } from './nodestate.js';
+import { arr, checkEndpoint, checkSwitches, nodeName, noUnknown, obj, parseNodeState, podKey } from './validate.js';
 
 function int(v: unknown, field: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new ValidationError(field, 'must be a non-negative integer');
-  return v;
-}
-
-function arr(v: unknown, field: string): unknown[] {
-  if (!Array.isArray(v)) throw new ValidationError(field, 'must be an array');
   return v;
 }
 
@@ -34,42 +22,32 @@ export function parseJson(data: Uint8Array | string): unknown {
   }
 }
 
+/**
+ * A delta moves its node by exactly one generation: a worker at generation
+ * G asks the bus for the delta from G, so nothing can be skipped in between.
+ */
 export function parseNodeStateDelta(v: unknown, expectNode?: string): NodeStateDelta {
   const o = obj(v, '$');
   if (o.apiVersion !== NODE_STATE_API_VERSION) throw new ValidationError('$.apiVersion', `unsupported version ${JSON.stringify(o.apiVersion)}, want ${NODE_STATE_API_VERSION}`);
   if (o.kind !== NODE_STATE_DELTA_KIND) throw new ValidationError('$.kind', `must be ${NODE_STATE_DELTA_KIND}`);
-  for (const k of Object.keys(o)) {
-    if (!['apiVersion', 'kind', 'node', 'fromGeneration', 'toGeneration', 'upsertEndpoints', 'removeEndpoints', 'addPairs', 'removePairs', 'switches'].includes(k)) {
-      throw new ValidationError(`$.${k}`, 'unknown field');
-    }
-  }
-  if (typeof o.node !== 'string' || !o.node) throw new ValidationError('$.node', 'must be a non-empty string');
-  if (expectNode !== undefined && o.node !== expectNode) throw new ValidationError('$.node', `delta is for node ${o.node}, this is ${expectNode}`);
+  noUnknown(o, '$', ['apiVersion', 'kind', 'node', 'fromGeneration', 'toGeneration', 'upsertEndpoints', 'removeEndpoints', 'switches']);
+  const node = nodeName(o.node, '$.node');
+  if (expectNode !== undefined && node !== expectNode) throw new ValidationError('$.node', `delta is for node ${node}, this is ${expectNode}`);
   const fromGeneration = int(o.fromGeneration, '$.fromGeneration');
   const toGeneration = int(o.toGeneration, '$.toGeneration');
-  if (toGeneration <= fromGeneration) throw new ValidationError('$.toGeneration', `must be greater than fromGeneration (${fromGeneration})`);
-  const upsertEndpoints = arr(o.upsertEndpoints, '$.upsertEndpoints').map((e, i) => checkEndpoint(e, `$.upsertEndpoints[${i}]`));
-  const removeEndpoints = arr(o.removeEndpoints, '$.removeEndpoints').map((e, i) => {
-    if (typeof e !== 'string' || !e.includes('/')) throw new ValidationError(`$.removeEndpoints[${i}]`, 'must be namespace/name');
-    return e;
-  });
-  const addPairs = arr(o.addPairs, '$.addPairs').map((p, i) => checkPair(p, `$.addPairs[${i}]`));
-  const removePairs = arr(o.removePairs, '$.removePairs').map((p, i) => checkPair(p, `$.removePairs[${i}]`));
+  if (toGeneration !== fromGeneration + 1) throw new ValidationError('$.toGeneration', `must be fromGeneration + 1 (${fromGeneration + 1})`);
+  const upsertEndpoints = arr(o.upsertEndpoints, '$.upsertEndpoints', LIMITS.endpoints).map((e, i) => checkEndpoint(e, `$.upsertEndpoints[${i}]`));
+  const removeEndpoints = arr(o.removeEndpoints, '$.removeEndpoints', LIMITS.endpoints).map((e, i) => podKey(e, `$.removeEndpoints[${i}]`));
   const delta: NodeStateDelta = {
     apiVersion: NODE_STATE_API_VERSION,
     kind: NODE_STATE_DELTA_KIND,
-    node: o.node,
+    node,
     fromGeneration,
     toGeneration,
     upsertEndpoints,
     removeEndpoints,
-    addPairs,
-    removePairs,
   };
-  if (o.switches !== undefined) {
-    // Reuse the NodeState checks for switches through a minimal state.
-    delta.switches = parseNodeState({ apiVersion: NODE_STATE_API_VERSION, kind: 'NodeState', node: o.node, generation: 0, switches: o.switches, endpoints: [], pairs: [] }).switches;
-  }
+  if (o.switches !== undefined) delta.switches = checkSwitches(o.switches, '$.switches');
   return delta;
 }
 
@@ -77,6 +55,7 @@ export function parseSnapshot(v: unknown, expectNode?: string): Snapshot {
   const o = obj(v, '$');
   if (o.apiVersion !== API_VERSION) throw new ValidationError('$.apiVersion', `unsupported version ${JSON.stringify(o.apiVersion)}, want ${API_VERSION}`);
   if (o.kind !== 'Snapshot') throw new ValidationError('$.kind', 'must be Snapshot');
+  noUnknown(o, '$', ['apiVersion', 'kind', 'deltaSeq', 'epoch', 'state']);
   let state;
   try {
     state = parseNodeState(o.state, expectNode);
@@ -87,14 +66,37 @@ export function parseSnapshot(v: unknown, expectNode?: string): Snapshot {
   return { apiVersion: API_VERSION, kind: 'Snapshot', deltaSeq: int(o.deltaSeq, '$.deltaSeq'), epoch: int(o.epoch, '$.epoch'), state };
 }
 
-export function parseWorkerStatus(v: unknown): WorkerStatus {
+/** The longest reason or error text carried in a status or audit event; the rest is cut. */
+export const MAX_REASON_LENGTH = 1024;
+
+/** Bounds a free text for the bus (status lastError, audit reasons). */
+export function boundText(s: string, max = MAX_REASON_LENGTH): string {
+  return s.length <= max ? s : `${s.slice(0, max - 20)}... (${s.length} chars)`;
+}
+
+export function parseWorkerStatus(v: unknown, expectNode?: string): WorkerStatus {
   const o = obj(v, '$');
   if (o.apiVersion !== API_VERSION) throw new ValidationError('$.apiVersion', `unsupported version ${JSON.stringify(o.apiVersion)}`);
   if (o.kind !== 'WorkerStatus') throw new ValidationError('$.kind', 'must be WorkerStatus');
-  if (typeof o.node !== 'string') throw new ValidationError('$.node', 'must be a string');
+  const node = nodeName(o.node, '$.node');
+  if (expectNode !== undefined && node !== expectNode) throw new ValidationError('$.node', `status is for node ${node}, its subject names ${expectNode}`);
   int(o.appliedGeneration, '$.appliedGeneration');
   int(o.desiredGeneration, '$.desiredGeneration');
   if (o.bus !== 'connected' && o.bus !== 'disconnected') throw new ValidationError('$.bus', 'must be connected or disconnected');
   obj(o.counters, '$.counters');
+  if (o.lastError !== undefined && (typeof o.lastError !== 'string' || o.lastError.length > MAX_REASON_LENGTH)) throw new ValidationError('$.lastError', `must be a string of at most ${MAX_REASON_LENGTH} characters`);
   return o as unknown as WorkerStatus;
+}
+
+export function parseControlPlaneStatus(v: unknown): ControlPlaneStatus {
+  const o = obj(v, '$');
+  if (o.apiVersion !== API_VERSION) throw new ValidationError('$.apiVersion', `unsupported version ${JSON.stringify(o.apiVersion)}`);
+  if (o.kind !== 'ControlPlaneStatus') throw new ValidationError('$.kind', 'must be ControlPlaneStatus');
+  if (typeof o.source !== 'string' || typeof o.time !== 'string') throw new ValidationError('$.source', 'source and time must be strings');
+  int(o.epoch, '$.epoch');
+  int(o.nodes, '$.nodes');
+  int(o.repairs, '$.repairs');
+  obj(o.refused, '$.refused');
+  if (!Array.isArray(o.retrying)) throw new ValidationError('$.retrying', 'must be an array');
+  return o as unknown as ControlPlaneStatus;
 }

@@ -3,7 +3,7 @@
  * the next. Deltas are what flows on the bus; snapshots (whole NodeStates)
  * are what a worker resyncs from when it sees a gap.
  */
-import type { Endpoint, NodeState, Pair, Switches } from './nodestate.js';
+import type { Endpoint, NodeState, Switches } from './nodestate.js';
 
 export const NODE_STATE_DELTA_KIND = 'NodeStateDelta';
 
@@ -17,39 +17,50 @@ export interface NodeStateDelta {
   upsertEndpoints: Endpoint[];
   /** Pod keys (namespace/name) of endpoints removed. */
   removeEndpoints: string[];
-  addPairs: Pair[];
-  removePairs: Pair[];
   /** Present only when a switch changed. */
   switches?: Switches;
 }
 
-const pairKey = (p: Pair) => `${p.client}>${p.server}`;
-
-/** The canonical order of pairs in a NodeState: by client, then server. */
-export function comparePairs(a: Pair, b: Pair): number {
-  if (a.client !== b.client) return a.client < b.client ? -1 : 1;
-  return a.server < b.server ? -1 : a.server > b.server ? 1 : 0;
+function sameList<T>(a: '*' | readonly T[], b: '*' | readonly T[]): boolean {
+  if (a === '*' || b === '*') return a === b;
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
+/** Field by field, in linear time (no serialization). */
+export function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
+  return (
+    a.pod === b.pod &&
+    a.proxyUid === b.proxyUid &&
+    a.accelerate === b.accelerate &&
+    a.appSockets === b.appSockets &&
+    a.outboundPort === b.outboundPort &&
+    a.inboundPort === b.inboundPort &&
+    sameList(a.ips, b.ips) &&
+    sameList(a.inbound.includePorts, b.inbound.includePorts) &&
+    sameList(a.inbound.excludePorts, b.inbound.excludePorts) &&
+    sameList(a.outbound.excludePorts, b.outbound.excludePorts) &&
+    sameList(a.outbound.includeCidrs, b.outbound.includeCidrs) &&
+    sameList(a.outbound.excludeCidrs, b.outbound.excludeCidrs)
+  );
 }
+
+export function sameSwitches(a: Switches, b: Switches): boolean {
+  return a.enabled === b.enabled && a.appSockets === b.appSockets && a.maxQueuedBytes === b.maxQueuedBytes;
+}
+
+const byPod = (a: Endpoint, b: Endpoint) => (a.pod < b.pod ? -1 : a.pod > b.pod ? 1 : 0);
 
 /** The minimal delta from prev to next, or undefined when nothing changed. */
 export function diffNodeState(prev: NodeState, next: NodeState): NodeStateDelta | undefined {
   const before = new Map(prev.endpoints.map((e) => [e.pod, e]));
-  const after = new Map(next.endpoints.map((e) => [e.pod, e]));
+  const after = new Set(next.endpoints.map((e) => e.pod));
   const upsertEndpoints = next.endpoints.filter((e) => {
     const old = before.get(e.pod);
     return !old || !sameEndpoint(old, e);
   });
   const removeEndpoints = prev.endpoints.filter((e) => !after.has(e.pod)).map((e) => e.pod);
-  const prevPairs = new Set(prev.pairs.map(pairKey));
-  const nextPairs = new Set(next.pairs.map(pairKey));
-  const addPairs = next.pairs.filter((p) => !prevPairs.has(pairKey(p)));
-  const removePairs = prev.pairs.filter((p) => !nextPairs.has(pairKey(p)));
-  const switchesChanged = JSON.stringify(prev.switches) !== JSON.stringify(next.switches);
-  if (!upsertEndpoints.length && !removeEndpoints.length && !addPairs.length && !removePairs.length && !switchesChanged) return undefined;
+  const switchesChanged = !sameSwitches(prev.switches, next.switches);
+  if (!upsertEndpoints.length && !removeEndpoints.length && !switchesChanged) return undefined;
   return {
     apiVersion: next.apiVersion,
     kind: NODE_STATE_DELTA_KIND,
@@ -58,27 +69,23 @@ export function diffNodeState(prev: NodeState, next: NodeState): NodeStateDelta 
     toGeneration: next.generation,
     upsertEndpoints,
     removeEndpoints,
-    addPairs,
-    removePairs,
     ...(switchesChanged ? { switches: next.switches } : {}),
   };
 }
 
 /**
  * A node state being advanced by many deltas in a row (a worker catching
- * up, a new leader replaying the stream): endpoints and pairs are kept in a
- * map and a set, so each delta costs its own size, not the state's, and the
- * sorted NodeState is built once at the end.
+ * up, a new leader replaying the stream): endpoints are kept in a map, so
+ * each delta costs its own size, not the state's, and the sorted NodeState
+ * is built once at the end.
  */
 export class NodeStateAccumulator {
   private readonly endpoints: Map<string, Endpoint>;
-  private readonly pairs: Map<string, Pair>;
   private generation: number;
   private switches: Switches;
 
   constructor(private readonly base: NodeState) {
     this.endpoints = new Map(base.endpoints.map((e) => [e.pod, e]));
-    this.pairs = new Map(base.pairs.map((p) => [pairKey(p), p]));
     this.generation = base.generation;
     this.switches = base.switches;
   }
@@ -93,16 +100,12 @@ export class NodeStateAccumulator {
     if (d.fromGeneration !== this.generation) throw new Error(`delta from generation ${d.fromGeneration} applied to generation ${this.generation}`);
     for (const k of d.removeEndpoints) this.endpoints.delete(k);
     for (const e of d.upsertEndpoints) this.endpoints.set(e.pod, e);
-    for (const p of d.removePairs) this.pairs.delete(pairKey(p));
-    for (const p of d.addPairs) this.pairs.set(pairKey(p), p);
     if (d.switches) this.switches = d.switches;
     this.generation = d.toGeneration;
   }
 
   toState(): NodeState {
-    const endpoints = [...this.endpoints.values()].sort((a, b) => (a.pod < b.pod ? -1 : a.pod > b.pod ? 1 : 0));
-    const pairs = [...this.pairs.values()].sort(comparePairs);
-    return { ...this.base, generation: this.generation, switches: this.switches, endpoints, pairs };
+    return { ...this.base, generation: this.generation, switches: this.switches, endpoints: [...this.endpoints.values()].sort(byPod) };
   }
 }
 

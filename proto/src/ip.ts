@@ -52,6 +52,25 @@ export function bytesToIp(b: Buffer): string {
   return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
 }
 
+/**
+ * Refuses what would let one address pass for another: IPv6 zone ids
+ * (`fe80::1%eth0`), IPv4-mapped or -compatible IPv6 spellings of an IPv4
+ * address (`::ffff:10.0.0.1` is 10.0.0.1 in the maps), and any text that
+ * is not the address's canonical form (RFC 5952 for IPv6, no leading zeros).
+ */
+export function canonicalIp(text: string): Buffer {
+  if (text.includes('%')) throw new Error(`zone ids are not allowed: ${text}`);
+  const family = isIP(text);
+  if (!family) throw new Error(`not an IP address: ${text}`);
+  const b = ipToBytes(text);
+  if (family === 6 && b.subarray(0, 10).every((x) => x === 0) && ((b[10] === 0xff && b[11] === 0xff) || (b[10] === 0 && b[11] === 0 && !b.subarray(12).every((x) => x === 0) && text.includes('.')))) {
+    throw new Error(`IPv4-mapped IPv6 addresses are not allowed (use the IPv4 address): ${text}`);
+  }
+  const canonical = bytesToIp(b);
+  if (canonical !== text) throw new Error(`not in canonical form: ${text} (write ${canonical})`);
+  return b;
+}
+
 export interface Cidr {
   /** Network address, 16 bytes (v4-mapped for IPv4). */
   addr: Buffer;
@@ -62,6 +81,7 @@ export interface Cidr {
 export function parseCidr(text: string): Cidr {
   const [ip, len, extra] = text.split('/');
   if (!ip || extra !== undefined) throw new Error(`not a CIDR: ${text}`);
+  if (ip.includes('%')) throw new Error(`zone ids are not allowed: ${text}`);
   const family = isIP(ip);
   if (!family) throw new Error(`not a CIDR: ${text}`);
   const max = family === 4 ? 32 : 128;
@@ -71,6 +91,9 @@ export function parseCidr(text: string): Cidr {
   }
   const bits = family === 4 ? 96 + n : n;
   const addr = ipToBytes(ip);
+  if (family === 6 && addr.subarray(0, 10).every((x) => x === 0) && addr[10] === 0xff && addr[11] === 0xff) {
+    throw new Error(`IPv4-mapped IPv6 ranges are not allowed (use the IPv4 range): ${text}`);
+  }
   for (let i = 0; i < 16; i++) {
     const keep = Math.max(0, Math.min(8, bits - i * 8));
     addr[i] = (addr[i] ?? 0) & ((0xff << (8 - keep)) & 0xff);

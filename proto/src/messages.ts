@@ -7,13 +7,17 @@
 import type { NodeState } from './nodestate.js';
 import type { AuditEventType } from './subjects.js';
 
-export const API_VERSION = 'meshlane.io/v1alpha1';
+export const API_VERSION = 'meshlane.io/v1alpha2';
 
 /** The KV snapshot: a node's whole state, and where its deltas continue. */
 export interface Snapshot {
   apiVersion: typeof API_VERSION;
   kind: 'Snapshot';
-  /** Stream sequence of the last delta folded into this state (0: none yet). */
+  /**
+   * Stream sequence of the last delta folded into this state (0: none yet).
+   * Workers continue from the state's generation (the delta subject names
+   * it); a new leader replays the stream from the lowest deltaSeq.
+   */
   deltaSeq: number;
   /** Leader epoch that wrote it: a lower epoch never overwrites a higher one. */
   epoch: number;
@@ -52,4 +56,24 @@ export interface AuditEvent {
   reason?: string;
   /** A short summary for humans (counts of upserts/removes, etc.). */
   summary?: string;
+}
+
+/** The leader's heartbeat on `meshlane.v2.controlplane.status`: what `meshlane status` and readiness report. */
+export interface ControlPlaneStatus {
+  apiVersion: typeof API_VERSION;
+  kind: 'ControlPlaneStatus';
+  /** controlplane/<pod>. */
+  source: string;
+  time: string;
+  epoch: number;
+  /** Nodes with a desired state. */
+  nodes: number;
+  /** Set once this leader has seen a newer leader's write: it publishes nothing more. */
+  fenced?: string;
+  /** Nodes whose state cannot be published, with the reason. */
+  refused: Record<string, string>;
+  /** Nodes with a write being retried (NATS unreachable, timeouts). */
+  retrying: string[];
+  /** Repairs since this leader started (a delta subject held something else). */
+  repairs: number;
 }

@@ -4,7 +4,8 @@ export {
   DEFAULT_SWITCHES,
   type NodeState,
   type Endpoint,
-  type Pair,
+  LIMITS,
+  MAX_STATE_BYTES,
   type Switches,
   type InboundCapture,
   type OutboundCapture,
@@ -13,10 +14,23 @@ export {
 } from './nodestate.js';
 export { parseNodeState } from './validate.js';
 export { ValidationError } from './errors.js';
-export { ipToBytes, bytesToIp, parseCidr, type Cidr } from './ip.js';
-export { diffNodeState, applyNodeStateDelta, NodeStateAccumulator, NODE_STATE_DELTA_KIND, type NodeStateDelta } from './delta.js';
-export { subjects, nodeToken, BUS_VERSION, SUBJECT_ROOT, SNAPSHOT_BUCKET, DELTA_STREAM, AUDIT_STREAM, STATUS_STREAM, type AuditEventType } from './subjects.js';
-export { API_VERSION, type Snapshot, type WorkerStatus, type AuditEvent } from './messages.js';
-export { parseJson, parseNodeStateDelta, parseSnapshot, parseWorkerStatus } from './decode.js';
-export { comparePairs } from './delta.js';
-export * from './permissions.js';
+export { ipToBytes, bytesToIp, canonicalIp, parseCidr, type Cidr } from './ip.js';
+export { diffNodeState, applyNodeStateDelta, sameEndpoint, sameSwitches, NodeStateAccumulator, NODE_STATE_DELTA_KIND, type NodeStateDelta } from './delta.js';
+export {
+  subjects,
+  nodeToken,
+  deltaSubjectGeneration,
+  BUS_VERSION,
+  SUBJECT_ROOT,
+  SNAPSHOT_BUCKET,
+  SNAPSHOT_STREAM,
+  SNAPSHOT_SUBJECT_PREFIX,
+  JS_API,
+  DELTA_STREAM,
+  AUDIT_STREAM,
+  STATUS_STREAM,
+  type AuditEventType,
+} from './subjects.js';
+export { API_VERSION, type Snapshot, type WorkerStatus, type AuditEvent, type ControlPlaneStatus } from './messages.js';
+export { parseJson, parseNodeStateDelta, parseSnapshot, parseWorkerStatus, parseControlPlaneStatus, boundText, MAX_REASON_LENGTH } from './decode.js';
+export * from './accounts.js';

@@ -1,12 +1,16 @@
 /**
  * The desired state of one node: what the control plane wants the node's
- * worker to have in its BPF maps. Version meshlane.io/v1alpha1.
+ * worker to have in its BPF maps. Version meshlane.io/v1alpha2.
  *
  * A NodeState is a whole value, not a patch: applying it twice is a no-op,
- * and the worker derives every map entry from it alone.
+ * and the worker derives every map entry from it alone. It grows with the
+ * node's pods, never with their square: sidecar -> sidecar is accelerated
+ * between any two endpoints of the node that both have `accelerate: true`,
+ * so no list of pairs is needed (v1alpha1 listed every ordered pair, 1.4-1.8
+ * MB for 110 pods, over NATS' default max_payload).
  */
 
-export const NODE_STATE_API_VERSION = 'meshlane.io/v1alpha1';
+export const NODE_STATE_API_VERSION = 'meshlane.io/v1alpha2';
 export const NODE_STATE_KIND = 'NodeState';
 
 /** Port list or "*" (every port), as in Istio's include annotations. */
@@ -53,7 +57,10 @@ export interface Endpoint {
   ips: string[];
   /** runAsUser of the istio-proxy container. */
   proxyUid: number;
-  /** false when opted out or not yet synced: kept so counters can say why. */
+  /**
+   * false when opted out or not yet synced: kept so counters can say why.
+   * Two endpoints that both accelerate form an allowed sidecar pair.
+   */
   accelerate: boolean;
   /**
    * The app reads its sockets non-blocking (epoll, Go, Node, Netty...), so
@@ -69,12 +76,6 @@ export interface Endpoint {
   outbound: OutboundCapture;
 }
 
-/** An Envoy -> Envoy pair of this node that may be accelerated. */
-export interface Pair {
-  client: string;
-  server: string;
-}
-
 export interface NodeState {
   apiVersion: typeof NODE_STATE_API_VERSION;
   kind: typeof NODE_STATE_KIND;
@@ -83,7 +84,31 @@ export interface NodeState {
   generation: number;
   switches: Switches;
   endpoints: Endpoint[];
-  pairs: Pair[];
 }
 
 export const DEFAULT_SWITCHES: Switches = { enabled: true, appSockets: true, maxQueuedBytes: 16 << 20 };
+
+/**
+ * Bounds of a NodeState, enforced by the validator on every message: a
+ * state within them stays far under NATS' default 1 MiB max_payload (250
+ * endpoints with long names and some exclusions are about 120 KB).
+ */
+/**
+ * The largest NodeState, delta or snapshot message the bus takes (NATS'
+ * default max_payload). A state within LIMITS of realistic size is a tenth
+ * of it; anything larger is refused loudly by the control plane.
+ */
+export const MAX_STATE_BYTES = 1 << 20;
+
+export const LIMITS = {
+  /** kubelet's --max-pods is 110 by default; large nodes run 250 to 500. */
+  endpoints: 1024,
+  /** One per family. */
+  ipsPerEndpoint: 2,
+  portsPerList: 1024,
+  cidrsPerList: 256,
+  /** DNS-1123 subdomain (node and pod names). */
+  nameLength: 253,
+  /** DNS-1123 label (namespaces). */
+  namespaceLength: 63,
+} as const;

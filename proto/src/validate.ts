@@ -1,31 +1,39 @@
-import { isIP } from 'node:net';
+/**
+ * The NodeState contract as code. Hand-written rather than a schema library
+ * because every refusal must name the JSON path of the bad field and the
+ * rule it broke (`$.endpoints[3].ips[0]: ...`), the bounds are part of the
+ * contract, and the same checks run in the worker on every message: small,
+ * dependency-free and exact is what matters here.
+ */
 import { ValidationError } from './errors.js';
-import { parseCidr } from './ip.js';
+import { canonicalIp, parseCidr } from './ip.js';
 import {
+  LIMITS,
   NODE_STATE_API_VERSION,
   NODE_STATE_KIND,
   type CidrSelector,
   type Endpoint,
   type NodeState,
-  type Pair,
   type PortSelector,
+  type Switches,
 } from './nodestate.js';
 
 type Json = Record<string, unknown>;
 
-function obj(v: unknown, field: string): Json {
+export function obj(v: unknown, field: string): Json {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ValidationError(field, 'must be an object');
   return v as Json;
 }
 
-function noUnknown(o: Json, field: string, known: readonly string[]): void {
+export function noUnknown(o: Json, field: string, known: readonly string[]): void {
   for (const k of Object.keys(o)) {
     if (!known.includes(k)) throw new ValidationError(`${field}.${k}`, 'unknown field');
   }
 }
 
-function str(v: unknown, field: string): string {
+function str(v: unknown, field: string, maxLength: number): string {
   if (typeof v !== 'string' || v === '') throw new ValidationError(field, 'must be a non-empty string');
+  if (v.length > maxLength) throw new ValidationError(field, `longer than ${maxLength} characters`);
   return v;
 }
 
@@ -34,16 +42,39 @@ function bool(v: unknown, field: string): boolean {
   return v;
 }
 
-function int(v: unknown, field: string, min: number, max: number): number {
+export function int(v: unknown, field: string, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
     throw new ValidationError(field, `must be an integer from ${min} to ${max}`);
   }
   return v;
 }
 
-function arr(v: unknown, field: string): unknown[] {
+export function arr(v: unknown, field: string, max: number): unknown[] {
   if (!Array.isArray(v)) throw new ValidationError(field, 'must be an array');
+  if (v.length > max) throw new ValidationError(field, `more than ${max} entries`);
   return v;
+}
+
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+/** A Kubernetes node name (DNS-1123 subdomain). */
+export function nodeName(v: unknown, field: string): string {
+  const s = str(v, field, LIMITS.nameLength);
+  if (!DNS_SUBDOMAIN.test(s)) throw new ValidationError(field, 'must be a DNS-1123 subdomain');
+  return s;
+}
+
+/** namespace/name of a pod. */
+export function podKey(v: unknown, field: string): string {
+  const s = str(v, field, LIMITS.namespaceLength + 1 + LIMITS.nameLength);
+  const slash = s.indexOf('/');
+  const ns = s.slice(0, slash);
+  const name = s.slice(slash + 1);
+  if (slash < 0 || !DNS_LABEL.test(ns) || ns.length > LIMITS.namespaceLength || !DNS_SUBDOMAIN.test(name) || name.length > LIMITS.nameLength) {
+    throw new ValidationError(field, 'must be namespace/name');
+  }
+  return s;
 }
 
 function port(v: unknown, field: string): number {
@@ -51,7 +82,7 @@ function port(v: unknown, field: string): number {
 }
 
 function ports(v: unknown, field: string): number[] {
-  return arr(v, field).map((p, i) => port(p, `${field}[${i}]`));
+  return arr(v, field, LIMITS.portsPerList).map((p, i) => port(p, `${field}[${i}]`));
 }
 
 function portSelector(v: unknown, field: string): PortSelector {
@@ -59,8 +90,8 @@ function portSelector(v: unknown, field: string): PortSelector {
 }
 
 function cidrs(v: unknown, field: string): string[] {
-  return arr(v, field).map((c, i) => {
-    const text = str(c, `${field}[${i}]`);
+  return arr(v, field, LIMITS.cidrsPerList).map((c, i) => {
+    const text = str(c, `${field}[${i}]`, 64);
     try {
       parseCidr(text);
     } catch (err) {
@@ -74,26 +105,33 @@ function cidrSelector(v: unknown, field: string): CidrSelector {
   return v === '*' ? '*' : cidrs(v, field);
 }
 
+function ipList(v: unknown, field: string): string[] {
+  const ips = arr(v, field, LIMITS.ipsPerEndpoint).map((ip, i) => {
+    const text = str(ip, `${field}[${i}]`, 64);
+    try {
+      // Canonical text only: two spellings of one address would slip past
+      // the duplicate-IP check and overwrite each other's map entry.
+      canonicalIp(text);
+    } catch (err) {
+      throw new ValidationError(`${field}[${i}]`, (err as Error).message);
+    }
+    return text;
+  });
+  if (ips.length === 0) throw new ValidationError(field, 'must list at least one IP');
+  if (ips.length === 2 && ips[0]!.includes(':') === ips[1]!.includes(':')) throw new ValidationError(`${field}[1]`, 'a pod has at most one IP per family');
+  return ips;
+}
+
 export function checkEndpoint(v: unknown, field: string): Endpoint {
   const o = obj(v, field);
   noUnknown(o, field, ['pod', 'ips', 'proxyUid', 'accelerate', 'appSockets', 'outboundPort', 'inboundPort', 'inbound', 'outbound']);
-  const pod = str(o.pod, `${field}.pod`);
-  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(pod)) {
-    throw new ValidationError(`${field}.pod`, 'must be namespace/name');
-  }
-  const ips = arr(o.ips, `${field}.ips`).map((ip, i) => {
-    const text = str(ip, `${field}.ips[${i}]`);
-    if (!isIP(text)) throw new ValidationError(`${field}.ips[${i}]`, `not an IP address: ${text}`);
-    return text;
-  });
-  if (ips.length === 0) throw new ValidationError(`${field}.ips`, 'must list at least one IP');
   const inbound = obj(o.inbound, `${field}.inbound`);
   noUnknown(inbound, `${field}.inbound`, ['includePorts', 'excludePorts']);
   const outbound = obj(o.outbound, `${field}.outbound`);
   noUnknown(outbound, `${field}.outbound`, ['excludePorts', 'includeCidrs', 'excludeCidrs']);
   return {
-    pod,
-    ips,
+    pod: podKey(o.pod, `${field}.pod`),
+    ips: ipList(o.ips, `${field}.ips`),
     proxyUid: int(o.proxyUid, `${field}.proxyUid`, 0, 0xfffffffe),
     accelerate: bool(o.accelerate, `${field}.accelerate`),
     appSockets: bool(o.appSockets, `${field}.appSockets`),
@@ -111,18 +149,29 @@ export function checkEndpoint(v: unknown, field: string): Endpoint {
   };
 }
 
-/** A pair's shape alone; parseNodeState also checks that both ends exist. */
-export function checkPair(v: unknown, field: string): Pair {
-  const o = obj(v, field);
-  noUnknown(o, field, ['client', 'server']);
-  return { client: str(o.client, `${field}.client`), server: str(o.server, `${field}.server`) };
+export function checkSwitches(v: unknown, field: string): Switches {
+  const sw = obj(v, field);
+  noUnknown(sw, field, ['enabled', 'appSockets', 'maxQueuedBytes']);
+  return {
+    enabled: bool(sw.enabled, `${field}.enabled`),
+    appSockets: bool(sw.appSockets, `${field}.appSockets`),
+    maxQueuedBytes: int(sw.maxQueuedBytes, `${field}.maxQueuedBytes`, 0, 0xffffffff),
+  };
 }
 
-function pair(v: unknown, field: string, pods: Set<string>): Pair {
-  const { client, server } = checkPair(v, field);
-  if (!pods.has(client)) throw new ValidationError(`${field}.client`, `no endpoint ${client} on this node`);
-  if (!pods.has(server)) throw new ValidationError(`${field}.server`, `no endpoint ${server} on this node`);
-  return { client, server };
+/** Throws naming the second claimant when two endpoints share a pod key or an IP. */
+export function checkUnique(endpoints: readonly Endpoint[], field: string): void {
+  const pods = new Set<string>();
+  const ips = new Map<string, string>();
+  endpoints.forEach((e, i) => {
+    if (pods.has(e.pod)) throw new ValidationError(`${field}[${i}].pod`, `duplicate pod ${e.pod}`);
+    pods.add(e.pod);
+    e.ips.forEach((ip, j) => {
+      const owner = ips.get(ip);
+      if (owner) throw new ValidationError(`${field}[${i}].ips[${j}]`, `${ip} is also the IP of ${owner}`);
+      ips.set(ip, e.pod);
+    });
+  });
 }
 
 /**
@@ -132,41 +181,24 @@ function pair(v: unknown, field: string, pods: Set<string>): Pair {
  */
 export function parseNodeState(v: unknown, expectNode?: string): NodeState {
   const o = obj(v, '$');
-  noUnknown(o, '$', ['apiVersion', 'kind', 'node', 'generation', 'switches', 'endpoints', 'pairs']);
+  noUnknown(o, '$', ['apiVersion', 'kind', 'node', 'generation', 'switches', 'endpoints']);
   if (o.apiVersion !== NODE_STATE_API_VERSION) {
     throw new ValidationError('$.apiVersion', `unsupported version ${JSON.stringify(o.apiVersion)}, want ${NODE_STATE_API_VERSION}`);
   }
   if (o.kind !== NODE_STATE_KIND) throw new ValidationError('$.kind', `must be ${NODE_STATE_KIND}`);
-  const node = str(o.node, '$.node');
+  const node = nodeName(o.node, '$.node');
   if (expectNode !== undefined && node !== expectNode) {
     throw new ValidationError('$.node', `state is for node ${node}, this is ${expectNode}`);
   }
-  const sw = obj(o.switches, '$.switches');
-  noUnknown(sw, '$.switches', ['enabled', 'appSockets', 'maxQueuedBytes']);
-  const endpoints = arr(o.endpoints, '$.endpoints').map((e, i) => checkEndpoint(e, `$.endpoints[${i}]`));
-  const pods = new Set<string>();
-  const ips = new Map<string, string>();
-  endpoints.forEach((e, i) => {
-    if (pods.has(e.pod)) throw new ValidationError(`$.endpoints[${i}].pod`, `duplicate pod ${e.pod}`);
-    pods.add(e.pod);
-    e.ips.forEach((ip, j) => {
-      const owner = ips.get(ip);
-      if (owner) throw new ValidationError(`$.endpoints[${i}].ips[${j}]`, `${ip} is also the IP of ${owner}`);
-      ips.set(ip, e.pod);
-    });
-  });
-  const pairs = arr(o.pairs, '$.pairs').map((p, i) => pair(p, `$.pairs[${i}]`, pods));
+  const switches = checkSwitches(o.switches, '$.switches');
+  const endpoints = arr(o.endpoints, '$.endpoints', LIMITS.endpoints).map((e, i) => checkEndpoint(e, `$.endpoints[${i}]`));
+  checkUnique(endpoints, '$.endpoints');
   return {
     apiVersion: NODE_STATE_API_VERSION,
     kind: NODE_STATE_KIND,
     node,
     generation: int(o.generation, '$.generation', 0, Number.MAX_SAFE_INTEGER),
-    switches: {
-      enabled: bool(sw.enabled, '$.switches.enabled'),
-      appSockets: bool(sw.appSockets, '$.switches.appSockets'),
-      maxQueuedBytes: int(sw.maxQueuedBytes, '$.switches.maxQueuedBytes', 0, 0xffffffff),
-    },
+    switches,
     endpoints,
-    pairs,
   };
 }

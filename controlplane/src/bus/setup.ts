@@ -1,30 +1,40 @@
 /**
  * Creates (or updates) the bus's JetStream assets with explicit limits, so a
- * restarted or re-deployed control plane converges on the same layout.
+ * restarted or re-deployed control plane converges on the same layout, and
+ * no principal can fill the server: every stream is bounded in bytes and
+ * message size, and each node's audit and status history is bounded per
+ * subject, so one noisy node cannot push the others' events out.
  */
 import { DiscardPolicy, RetentionPolicy, StorageType, jetstreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { AUDIT_STREAM, DELTA_STREAM, SNAPSHOT_BUCKET, STATUS_STREAM, subjects } from '@meshlane/proto';
+import { AUDIT_STREAM, DELTA_STREAM, MAX_STATE_BYTES, SNAPSHOT_BUCKET, STATUS_STREAM, subjects } from '@meshlane/proto';
 
 export interface BusLimits {
   /** JetStream replicas of every asset: 3 on a 3-node NATS cluster. */
   replicas: number;
-  /** Deltas kept per node: a worker further behind resyncs from the snapshot. */
-  deltaHistoryPerNode: number;
-  /** Age after which deltas and audit events expire (ms). */
+  /** Age after which deltas expire (ms): a worker further behind resyncs from the snapshot. */
   deltaMaxAgeMs: number;
+  deltaMaxBytes: number;
   auditMaxAgeMs: number;
+  auditMaxBytes: number;
+  /** Audit events kept per node and event type. */
+  auditPerSubject: number;
 }
 
 export const DEFAULT_LIMITS: BusLimits = {
   replicas: 1,
-  deltaHistoryPerNode: 100_000,
   deltaMaxAgeMs: 24 * 3600_000,
+  deltaMaxBytes: 1 << 30,
   auditMaxAgeMs: 7 * 24 * 3600_000,
+  auditMaxBytes: 512 << 20,
+  auditPerSubject: 10_000,
 };
 
 const nanos = (ms: number) => ms * 1_000_000;
+
+/** Audit events and statuses are small; anything bigger is refused by the server. */
+const EVENT_MAX_BYTES = 64 << 10;
 
 async function ensureStream(nc: NatsConnection, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
   const jsm = await jetstreamManager(nc);
@@ -44,11 +54,16 @@ export async function setupBus(nc: NatsConnection, limits: BusLimits): Promise<K
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     discard: DiscardPolicy.Old,
-    max_msgs_per_subject: limits.deltaHistoryPerNode,
+    // One message per subject: each subject is one generation step, written once.
+    max_msgs_per_subject: 1,
     max_age: nanos(limits.deltaMaxAgeMs),
+    max_bytes: limits.deltaMaxBytes,
+    max_msg_size: MAX_STATE_BYTES,
     num_replicas: limits.replicas,
-    // Deltas can be large for big nodes (n^2 pairs): allow up to 8 MiB.
-    max_msg_size: 8 << 20,
+    // Workers read by subject (direct gets name it in the request).
+    allow_direct: true,
+    // Idempotent publish retries are recognised for this long.
+    duplicate_window: nanos(120_000),
   });
   await ensureStream(nc, {
     name: AUDIT_STREAM,
@@ -56,19 +71,26 @@ export async function setupBus(nc: NatsConnection, limits: BusLimits): Promise<K
     storage: StorageType.File,
     discard: DiscardPolicy.Old,
     max_age: nanos(limits.auditMaxAgeMs),
+    max_bytes: limits.auditMaxBytes,
+    max_msgs_per_subject: limits.auditPerSubject,
+    max_msg_size: EVENT_MAX_BYTES,
     num_replicas: limits.replicas,
+    allow_direct: true,
   });
-  // Only the latest status of each worker matters to `meshlane status`.
+  // Only the latest status of each worker (and of the control plane) matters.
   await ensureStream(nc, {
     name: STATUS_STREAM,
-    subjects: [subjects.allStatus],
+    subjects: [subjects.allStatus, subjects.controlplaneStatus],
     storage: StorageType.File,
     discard: DiscardPolicy.Old,
     max_msgs_per_subject: 1,
+    max_msg_size: EVENT_MAX_BYTES,
+    max_bytes: 256 << 20,
     num_replicas: limits.replicas,
+    allow_direct: true,
   });
   const kvm = new Kvm(nc);
-  // allow_direct: gets name the key in the subject, which per-node NATS
-  // permissions can match (see proto/src/permissions.ts).
-  return kvm.create(SNAPSHOT_BUCKET, { history: 1, replicas: limits.replicas, max_bytes: -1, allow_direct: true });
+  // allow_direct: gets name the key in the subject, which is what a node's
+  // account imports (see proto/src/accounts.ts).
+  return kvm.create(SNAPSHOT_BUCKET, { history: 1, replicas: limits.replicas, max_bytes: -1, maxValueSize: MAX_STATE_BYTES, allow_direct: true });
 }

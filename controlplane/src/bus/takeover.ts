@@ -11,14 +11,16 @@ import {
   DEFAULT_SWITCHES,
   DELTA_STREAM,
   NODE_STATE_API_VERSION,
+  SUBJECT_ROOT,
   applyNodeStateDelta,
+  nodeToken,
   parseJson,
   parseNodeStateDelta,
   parseSnapshot,
   subjects,
   type NodeState,
 } from '@meshlane/proto';
-import { followSubject } from '@meshlane/proto/bus';
+import { directGet, followSubject } from '@meshlane/proto/bus';
 import { jetstreamManager } from '@nats-io/jetstream';
 
 export interface NodeBusState {
@@ -32,7 +34,7 @@ export interface NodeBusState {
 }
 
 export function emptyNodeState(node: string): NodeState {
-  return { apiVersion: NODE_STATE_API_VERSION, kind: 'NodeState', node, generation: 0, switches: DEFAULT_SWITCHES, endpoints: [], pairs: [] };
+  return { apiVersion: NODE_STATE_API_VERSION, kind: 'NodeState', node, generation: 0, switches: DEFAULT_SWITCHES, endpoints: [] };
 }
 
 export async function readBusState(nc: NatsConnection, kv: KV, log: Logger): Promise<Map<string, NodeBusState>> {
@@ -44,27 +46,33 @@ export async function readBusState(nc: NatsConnection, kv: KV, log: Logger): Pro
       const s = parseSnapshot(parseJson(e.value));
       out.set(s.state.node, { state: s.state, deltaSeq: s.deltaSeq, revision: e.revision, epoch: s.epoch });
     } catch (err) {
-      log.warn({ key, err: (err as Error).message }, 'unreadable snapshot: the node will be rebuilt from its deltas');
+      log.warn({ key, err: (err as Error).message }, 'unreadable snapshot: the node will be rebuilt from its deltas and repaired at its next write');
     }
   }
-  // Deltas newer than the oldest snapshot, in stream order, onto each node;
-  // from the start when a node has deltas but no snapshot yet.
+  // Deltas newer than the oldest snapshot, in stream order, onto each node.
+  // A node without a snapshot is replayed from its first delta (`delta.0`,
+  // always its first), so only those few subjects are listed.
   const jsm = await jetstreamManager(nc);
-  const info = await jsm.streams.info(DELTA_STREAM, { subjects_filter: subjects.allDeltas });
-  const withDeltas = Object.keys(info.state.subjects ?? {});
-  const unsnapshotted = withDeltas.some((subject) => ![...out.keys()].some((node) => subjects.delta(node) === subject));
-  const from = out.size && !unsnapshotted ? Math.min(...[...out.values()].map((s) => s.deltaSeq)) + 1 : 1;
+  const info = await jsm.streams.info(DELTA_STREAM, { subjects_filter: `${SUBJECT_ROOT}.node.*.delta.0` });
+  const snapshotted = new Set([...out.keys()].map((n) => nodeToken(n)));
+  let from = out.size ? Math.min(...[...out.values()].map((s) => s.deltaSeq)) + 1 : 1;
+  for (const subject of Object.keys(info.state.subjects ?? {})) {
+    if (snapshotted.has(subject.split('.')[3] ?? '')) continue;
+    const first = await directGet(nc, DELTA_STREAM, subject, 5000);
+    if (first) from = Math.min(from, first.seq);
+  }
   const follower = await followSubject(nc, subjects.allDeltas, from, (m) => {
     let d;
     try {
       d = parseNodeStateDelta(parseJson(m.data));
     } catch {
-      return; // workers reject it too; it changed nothing
+      return; // workers refuse it too; the next write to that node repairs it
     }
+    if (m.subject !== subjects.delta(d.node, d.fromGeneration)) return; // stored under another node's or generation's subject
     let st = out.get(d.node);
     if (!st) out.set(d.node, (st = { state: emptyNodeState(d.node), deltaSeq: 0, revision: 0, epoch: 0 }));
     if (m.seq <= st.deltaSeq) return;
-    st.deltaSeq = m.seq; // the next conditional publish must expect this one
+    st.deltaSeq = m.seq;
     if (d.fromGeneration === st.state.generation) st.state = applyNodeStateDelta(st.state, d);
   });
   await follower.caughtUp;

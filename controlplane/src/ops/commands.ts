@@ -24,10 +24,10 @@ export const TAIL_HELP = `Usage: meshlane audit tail [--node N] [--json] [--sinc
 
 Prints every delta, worker status and audit event on the bus as it flows, one
 line each (all nodes, or one):
-  TIME  NODE  delta     gen F->T  endpoints +U -R  pairs +A -R [switches ...]
+  TIME  NODE  delta     gen F->T  endpoints +U -R [switches ...]
   TIME  NODE  status    applied gen A  desired gen D  bus connected [last error: E]
   TIME  NODE  rejected  gen G  source S  field F  reason R  (summary)
-  TIME  NODE  applied|resync|published|leader  gen G  source S  (summary)
+  TIME  NODE  applied|resync|published|leader|repaired|refused  gen G  source S  (summary)
 A message that fails validation is shown with INVALID and the bad field.
 Times are UTC: an audit event's or status's own time, a delta's stream time
 (replay) or arrival time (live).
@@ -46,9 +46,12 @@ ${COMMON_HELP}`;
 
 export const STATUS_HELP = `Usage: meshlane status [--json] [--stale-after DURATION]
 
-One row per node (every node with a snapshot, a delta or a worker status):
+First the leader's heartbeat: who leads with which epoch, and every problem
+it reports (fenced by a newer leader, a node whose state cannot be
+published, writes being retried); a missing or stale heartbeat is a problem.
+Then one row per node (every node with a snapshot, a delta or a status):
   DESIRED           newest generation on the bus: the node's snapshot in
-                    meshlane-snapshots or its latest delta, whichever is newer
+                    meshlane-snapshots and the deltas stored after it
   APPLIED           generation in the node's maps, from its latest WorkerStatus
   LAG               DESIRED - APPLIED
   BUS               the worker's bus connection as it last reported it
@@ -60,21 +63,23 @@ One row per node (every node with a snapshot, a delta or a worker status):
   BYTES_REDIRECTED, HELD   the worker's counters
   LAST_ERROR        the worker's last error, and anything that did not validate
 
-  --json                  the report as JSON ({converged, staleAfterMs, nodes: [...]})
+  --json                  the report as JSON ({converged, staleAfterMs, controlplane, nodes: [...]})
   --stale-after DURATION  heartbeat age beyond which a node is STALE (default 30s)
 
-Exit code: 0 when every node is converged, 1 when any is not, 2 on an error.
+Exit code: 0 when every node is converged and the control plane reports no
+problem, 1 otherwise, 2 on an error.
 
 ${COMMON_HELP}`;
 
 export const PAIRS_HELP = `Usage: meshlane pairs --node N [--json]
 
 The node's desired state as its worker builds it: the snapshot from
-meshlane-snapshots plus every later delta from MESHLANE_DELTAS. Prints the
-generation, the switches, the endpoints (pod, IPs, accelerate, appSockets)
-and the accelerated Envoy pairs (client -> server). --json prints
-{node, generation, snapshotGeneration, snapshotDeltaSeq, deltasApplied,
-switches, endpoints (whole), pairs, warnings}.
+meshlane-snapshots plus the deltas stored after it in MESHLANE_DELTAS. Prints
+the generation, the switches, the endpoints (pod, IPs, accelerate,
+appSockets) and how many sidecar pairs are accelerated (every two endpoints
+that both accelerate). --json prints {node, generation, snapshotGeneration,
+snapshotDeltaSeq, deltasApplied, switches, endpoints (whole),
+acceleratedPairs, warnings}.
 
 ${COMMON_HELP}`;
 
@@ -109,7 +114,7 @@ function nodeFlag(v: unknown, required: boolean): string | undefined {
 
 async function withConnection<T>(io: Io, values: Values, follow: boolean, run: (nc: NatsConnection, timeoutMs: number) => Promise<T>): Promise<T> {
   const flags = busFlags(
-    { nats: str(values.nats), 'nats-user': str(values['nats-user']), 'nats-password': str(values['nats-password']), 'nats-ca': str(values['nats-ca']), 'inbox-prefix': str(values['inbox-prefix']), timeout: str(values.timeout) },
+    { nats: str(values.nats), 'nats-user': str(values['nats-user']), 'nats-password': str(values['nats-password']), 'nats-ca': str(values['nats-ca']), timeout: str(values.timeout) },
     io.env,
   );
   const nc = await connectBus(flags, { follow });

@@ -1,12 +1,10 @@
 /**
- * The common connection flags and the connection itself. With auditor
- * credentials (user "auditor", see @meshlane/proto permissions) replies must
- * come back under the auditor's own inbox prefix, the only inbox it may
- * subscribe to, so the prefix follows the user name unless given.
+ * The common connection flags and the connection itself. The read-only
+ * "auditor" user (its own NATS account, see @meshlane/proto accounts) is
+ * enough for every command.
  */
 import { existsSync } from 'node:fs';
 import { connect, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
-import { inboxPrefix, userName } from '@meshlane/proto';
 import { CliError, messageOf } from './errors.js';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
@@ -16,7 +14,6 @@ export interface BusFlags {
   user?: string;
   password?: string;
   ca?: string;
-  inboxPrefix?: string;
   /** Request and connect timeout (ms). */
   timeoutMs: number;
 }
@@ -27,7 +24,6 @@ export const commonOptions = {
   'nats-user': { type: 'string' },
   'nats-password': { type: 'string' },
   'nats-ca': { type: 'string' },
-  'inbox-prefix': { type: 'string' },
   timeout: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -38,26 +34,15 @@ export const COMMON_HELP = `Connection (every command):
   --nats-user USER       NATS user (env MESHLANE_NATS_USER); read-only "auditor" is enough
   --nats-password PASS   NATS password (env MESHLANE_NATS_PASSWORD)
   --nats-ca FILE         CA bundle to verify the server's TLS certificate (env MESHLANE_NATS_CA)
-  --inbox-prefix P       reply inbox prefix (env MESHLANE_NATS_INBOX_PREFIX); default
-                         _INBOX_auditor for user auditor, _INBOX_controlplane for user
-                         controlplane, else _INBOX
   --timeout S            seconds to wait for NATS to connect or answer (default 5)
   -h, --help             this text`;
 
 type Env = Record<string, string | undefined>;
 
-/** The prefix a known meshlane user must use for its replies. */
-function defaultInboxPrefix(user: string | undefined): string | undefined {
-  if (user === userName({ role: 'auditor' })) return inboxPrefix({ role: 'auditor' });
-  if (user === userName({ role: 'controlplane' })) return inboxPrefix({ role: 'controlplane' });
-  return undefined;
-}
-
-export function busFlags(v: { nats?: string; 'nats-user'?: string; 'nats-password'?: string; 'nats-ca'?: string; 'inbox-prefix'?: string; timeout?: string }, env: Env): BusFlags {
+export function busFlags(v: { nats?: string; 'nats-user'?: string; 'nats-password'?: string; 'nats-ca'?: string; timeout?: string }, env: Env): BusFlags {
   const user = v['nats-user'] ?? env.MESHLANE_NATS_USER;
   const password = v['nats-password'] ?? env.MESHLANE_NATS_PASSWORD;
   const ca = v['nats-ca'] ?? env.MESHLANE_NATS_CA;
-  const prefix = v['inbox-prefix'] ?? env.MESHLANE_NATS_INBOX_PREFIX ?? defaultInboxPrefix(user);
   const seconds = Number(v.timeout ?? '5');
   if (!Number.isFinite(seconds) || seconds <= 0) throw new CliError(`--timeout must be a positive number of seconds, got ${v.timeout}`);
   if (ca !== undefined && !existsSync(ca)) throw new CliError(`--nats-ca ${ca}: no such file`);
@@ -68,7 +53,6 @@ export function busFlags(v: { nats?: string; 'nats-user'?: string; 'nats-passwor
     ...(user !== undefined ? { user } : {}),
     ...(password !== undefined ? { password } : {}),
     ...(ca !== undefined ? { ca } : {}),
-    ...(prefix !== undefined ? { inboxPrefix: prefix } : {}),
   };
 }
 
@@ -82,7 +66,6 @@ export async function connectBus(f: BusFlags, o: { follow: boolean }): Promise<N
     ...(o.follow ? { maxReconnectAttempts: -1, reconnectTimeWait: 1000 } : { reconnect: false }),
     ...(f.user !== undefined ? { user: f.user, pass: f.password ?? '' } : {}),
     ...(f.ca !== undefined ? { tls: { caFile: f.ca } } : {}),
-    ...(f.inboxPrefix !== undefined ? { inboxPrefix: f.inboxPrefix } : {}),
   };
   try {
     return await connect(opts);

@@ -26,7 +26,7 @@ export function explain(err: unknown, what: string): CliError {
   if (err instanceof CliError) return err;
   const msg = messageOf(err);
   if (names(err, 'PermissionViolationError') || /permissions violation/i.test(msg)) {
-    return new CliError(`NATS denied ${what}: ${msg} (read-only auditor credentials need --inbox-prefix _INBOX_auditor, set by default for user "auditor")`);
+    return new CliError(`NATS denied ${what}: ${msg} (the read-only auditor account may read, never write)`);
   }
   if (/stream not found|bucket not found/i.test(msg)) return new CliError(`${what}: ${msg} (has the control plane set up the bus?)`);
   if (/jetstream not enabled|no responders|503/i.test(msg)) return new CliError(`${what}: JetStream does not answer (${msg})`);

@@ -61,7 +61,7 @@ function renderDelta(e: BusEvent, node: string, v: unknown): string {
       e.time.toISOString(),
       node,
       'delta',
-      `gen ${d.fromGeneration}->${d.toGeneration}  endpoints +${d.upsertEndpoints.length} -${d.removeEndpoints.length}  pairs +${d.addPairs.length} -${d.removePairs.length}${sw}`,
+      `gen ${d.fromGeneration}->${d.toGeneration}  endpoints +${d.upsertEndpoints.length} -${d.removeEndpoints.length}${sw}`,
     );
   } catch (err) {
     const o = typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {};

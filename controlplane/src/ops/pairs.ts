@@ -1,11 +1,10 @@
 /**
  * `meshlane pairs`: a node's desired state as its worker would build it:
- * the snapshot, then every later delta on the node's subject, applied in
- * generation order (duplicates skipped, invalid deltas skipped, a gap
- * stops the replay there and is reported).
+ * the snapshot, then the deltas from its generation on, read one
+ * generation at a time as the worker reads them (an invalid one stops the
+ * replay there and is reported).
  */
 import { DEFAULT_SWITCHES, DELTA_STREAM, NODE_STATE_API_VERSION, applyNodeStateDelta, parseJson, parseNodeStateDelta, subjects, type NodeState } from '@meshlane/proto';
-import { readSnapshot } from '@meshlane/proto/bus';
 import { CliError, messageOf } from './errors.js';
 import type { BusReader } from './reader.js';
 import { table } from './table.js';
@@ -21,37 +20,39 @@ export interface NodeView {
 }
 
 export async function loadNode(r: BusReader, node: string): Promise<NodeView> {
-  const stored = await readSnapshot(await r.kv(), node).catch((err: unknown) => {
+  const stored = await r.snapshot(node).catch((err: unknown) => {
     throw new CliError(`snapshot of node ${node} is not valid: ${messageOf(err)}`);
   });
-  let state: NodeState = stored?.snapshot.state ?? { apiVersion: NODE_STATE_API_VERSION, kind: 'NodeState', node, generation: 0, switches: DEFAULT_SWITCHES, endpoints: [], pairs: [] };
-  const fromSeq = (stored?.snapshot.deltaSeq ?? 0) + 1;
+  let state: NodeState = stored?.snapshot.state ?? { apiVersion: NODE_STATE_API_VERSION, kind: 'NodeState', node, generation: 0, switches: DEFAULT_SWITCHES, endpoints: [] };
   const warnings: string[] = [];
   let applied = 0;
-  let seen = 0;
-  for await (const m of r.from(DELTA_STREAM, subjects.delta(node), fromSeq)) {
-    seen++;
+  // The deltas after the snapshot, exactly as the worker reads them: delta.<G>, delta.<G+1>, ...
+  for (;;) {
+    const m = await r.last(DELTA_STREAM, subjects.delta(node, state.generation));
+    if (!m) break;
     let d;
     try {
       d = parseNodeStateDelta(parseJson(m.data), node);
+      if (d.fromGeneration !== state.generation) throw new Error(`$.fromGeneration: ${d.fromGeneration} stored as the delta from ${state.generation}`);
     } catch (err) {
-      warnings.push(`delta at sequence ${m.seq} skipped: ${messageOf(err)}`);
-      continue;
-    }
-    if (d.toGeneration <= state.generation) continue;
-    if (d.fromGeneration !== state.generation) {
-      warnings.push(`delta at sequence ${m.seq} goes from generation ${d.fromGeneration} but the state is at ${state.generation}: later deltas not applied`);
+      warnings.push(`delta from generation ${state.generation} (sequence ${m.seq}) is not valid, the worker waits for a newer snapshot: ${messageOf(err)}`);
       break;
     }
     state = applyNodeStateDelta(state, d);
     applied++;
   }
-  if (!stored && seen === 0) throw new CliError(`no snapshot for node ${node} (and no deltas): is it a node the control plane knows?`);
+  if (!stored && applied === 0) throw new CliError(`no snapshot for node ${node} (and no deltas): is it a node the control plane knows?`);
   if (!stored) warnings.unshift(`no snapshot for node ${node}: built from its deltas alone`);
-  return { state, snapshotGeneration: stored?.snapshot.state.generation ?? null, snapshotDeltaSeq: fromSeq - 1, deltasApplied: applied, warnings };
+  return { state, snapshotGeneration: stored?.snapshot.state.generation ?? null, snapshotDeltaSeq: stored?.snapshot.deltaSeq ?? 0, deltasApplied: applied, warnings };
 }
 
 const yesNo = (b: boolean) => (b ? 'yes' : 'no');
+
+/** Sidecar -> sidecar is allowed between any two endpoints that both accelerate. */
+function acceleratedPairs(s: NodeState): number {
+  const n = s.endpoints.filter((e) => e.accelerate).length;
+  return n * (n - 1);
+}
 
 export function renderNode(v: NodeView): string {
   const s = v.state;
@@ -63,8 +64,7 @@ export function renderNode(v: NodeView): string {
     `endpoints (${s.endpoints.length}):`,
     s.endpoints.length ? table(['POD', 'IPS', 'ACCELERATE', 'APP_SOCKETS'], s.endpoints.map((e) => [e.pod, e.ips.join(',') || '-', yesNo(e.accelerate), yesNo(e.appSockets)])) : '  (none)',
     '',
-    `accelerated pairs (${s.pairs.length}):`,
-    s.pairs.length ? table(['CLIENT', 'SERVER'], s.pairs.map((p) => [p.client, p.server])) : '  (none)',
+    `sidecar pairs: every two accelerated endpoints, ${acceleratedPairs(s)} directed pair(s)`,
   ];
   return out.join('\n');
 }
@@ -78,7 +78,7 @@ export function nodeJson(v: NodeView): object {
     deltasApplied: v.deltasApplied,
     switches: v.state.switches,
     endpoints: v.state.endpoints,
-    pairs: v.state.pairs,
+    acceleratedPairs: acceleratedPairs(v.state),
     warnings: v.warnings,
   };
 }

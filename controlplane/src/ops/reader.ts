@@ -6,15 +6,13 @@
  * gets) and direct gets of snapshot keys. It creates no consumer: the
  * auditor may not, and an operator's look must leave nothing behind.
  */
-import { jetstream, jetstreamManager, type JetStreamManager, type MsgRequest, type StoredMsg } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import { jetstreamManager, type JetStreamManager, type MsgRequest, type StoredMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { SNAPSHOT_BUCKET, SNAPSHOT_SUBJECT_PREFIX, SNAPSHOT_STREAM } from '@meshlane/proto';
+import { SNAPSHOT_SUBJECT_PREFIX, SNAPSHOT_STREAM } from '@meshlane/proto';
+import { readSnapshot, type StoredSnapshot } from '@meshlane/proto/bus';
 import { explain } from './errors.js';
 
 export class BusReader {
-  private kvP: Promise<KV> | undefined;
-
   private constructor(
     private readonly nc: NatsConnection,
     private readonly jsm: JetStreamManager,
@@ -29,14 +27,14 @@ export class BusReader {
     }
   }
 
-  /** The snapshot bucket, read by direct gets (the key is in the subject). */
-  kv(): Promise<KV> {
-    this.kvP ??= new Kvm(jetstream(this.nc, { timeout: this.timeoutMs }))
-      .open(SNAPSHOT_BUCKET, { allow_direct: true })
-      .catch((err: unknown) => {
-        throw explain(err, `snapshot bucket ${SNAPSHOT_BUCKET}`);
-      });
-    return this.kvP;
+  /** A node's snapshot, by a direct get (the key is in the subject). Throws a ValidationError when it does not parse. */
+  async snapshot(node: string): Promise<StoredSnapshot | undefined> {
+    try {
+      return await readSnapshot(this.nc, node, this.timeoutMs);
+    } catch (err) {
+      if (err instanceof Error && err.name === 'ValidationError') throw err;
+      throw explain(err, `snapshot of node ${node}`);
+    }
   }
 
   /** The subjects in `stream` that match `filter` and hold a message. */

@@ -4,8 +4,7 @@
  * and counters: its latest WorkerStatus (MESHLANE_STATUS keeps one per
  * node); heartbeat age: since that status was stored.
  */
-import { DELTA_STREAM, STATUS_STREAM, parseJson, parseNodeStateDelta, parseWorkerStatus, subjects, type WorkerStatus } from '@meshlane/proto';
-import { readSnapshot } from '@meshlane/proto/bus';
+import { DELTA_STREAM, STATUS_STREAM, SUBJECT_ROOT, parseControlPlaneStatus, parseJson, parseNodeStateDelta, parseWorkerStatus, subjects, type ControlPlaneStatus, type WorkerStatus } from '@meshlane/proto';
 import { formatAge } from './duration.js';
 import { classify, nodeFromToken } from './events.js';
 import { messageOf } from './errors.js';
@@ -35,16 +34,26 @@ export interface NodeRow {
   problems: string[];
 }
 
+/** The leader's heartbeat, as last stored. */
+export interface ControlPlaneRow {
+  status: ControlPlaneStatus | null;
+  ageMs: number | null;
+  /** Why the control plane is not publishing everything (empty: it is). */
+  problems: string[];
+}
+
 export interface StatusReport {
   converged: boolean;
   staleAfterMs: number;
+  controlplane: ControlPlaneRow;
   nodes: NodeRow[];
 }
 
 /** Every node token that has a snapshot, a delta or a status. */
 async function nodeTokens(r: BusReader): Promise<string[]> {
   const tokens = new Set(await r.snapshotTokens());
-  for (const s of [...(await r.subjects(DELTA_STREAM, subjects.allDeltas)), ...(await r.subjects(STATUS_STREAM, subjects.allStatus))]) {
+  // Every node's first delta is delta.0: listing those is enough to find them.
+  for (const s of [...(await r.subjects(DELTA_STREAM, `${SUBJECT_ROOT}.node.*.delta.0`)), ...(await r.subjects(STATUS_STREAM, subjects.allStatus))]) {
     const c = classify(s);
     if (c) tokens.add(c.token);
   }
@@ -55,18 +64,22 @@ async function desired(r: BusReader, node: string, problems: string[]): Promise<
   let gen: number | null = null;
   let from: NodeRow['desiredFrom'] = null;
   try {
-    const s = await readSnapshot(await r.kv(), node);
+    const s = await r.snapshot(node);
     if (s) [gen, from] = [s.snapshot.state.generation, 'snapshot'];
   } catch (err) {
     problems.push(`snapshot: ${messageOf(err)}`);
   }
-  const m = await r.last(DELTA_STREAM, subjects.delta(node));
-  if (m) {
+  // Then the deltas after it, one generation at a time, as the worker reads them.
+  for (let g = gen ?? 0; ; g++) {
+    const m = await r.last(DELTA_STREAM, subjects.delta(node, g));
+    if (!m) break;
     try {
       const d = parseNodeStateDelta(parseJson(m.data), node);
-      if (gen === null || d.toGeneration > gen) [gen, from] = [d.toGeneration, 'delta'];
+      if (d.fromGeneration !== g) throw new Error(`$.fromGeneration: ${d.fromGeneration} stored as the delta from ${g}`);
+      [gen, from] = [d.toGeneration, 'delta'];
     } catch (err) {
-      problems.push(`latest delta (sequence ${m.seq}): ${messageOf(err)}`);
+      problems.push(`delta from generation ${g} (sequence ${m.seq}) is not valid: ${messageOf(err)}`);
+      break;
     }
   }
   return { gen, from };
@@ -85,8 +98,7 @@ async function nodeRow(r: BusReader, token: string, now: number, staleAfterMs: n
   const m = await r.last(STATUS_STREAM, subjects.status(node));
   if (m) {
     try {
-      const s = parseWorkerStatus(parseJson(m.data));
-      if (s.node !== node) throw new Error(`$.node: status of ${s.node} on ${node}'s subject`);
+      const s = parseWorkerStatus(parseJson(m.data), node);
       [st, stored] = [s, m.time];
     } catch (err) {
       problems.push(`latest status: ${messageOf(err)}`);
@@ -131,7 +143,26 @@ async function nodeRow(r: BusReader, token: string, now: number, staleAfterMs: n
 export async function gatherStatus(r: BusReader, staleAfterMs: number, now = Date.now()): Promise<StatusReport> {
   const nodes: NodeRow[] = [];
   for (const t of await nodeTokens(r)) nodes.push(await nodeRow(r, t, now, staleAfterMs));
-  return { converged: nodes.every((n) => n.condition === 'converged'), staleAfterMs, nodes };
+  const controlplane = await controlPlaneRow(r, now, staleAfterMs);
+  return { converged: nodes.every((n) => n.condition === 'converged') && controlplane.problems.length === 0, staleAfterMs, controlplane, nodes };
+}
+
+async function controlPlaneRow(r: BusReader, now: number, staleAfterMs: number): Promise<ControlPlaneRow> {
+  const m = await r.last(STATUS_STREAM, subjects.controlplaneStatus);
+  if (!m) return { status: null, ageMs: null, problems: ['no leader heartbeat on the bus: no control plane is publishing'] };
+  let st: ControlPlaneStatus;
+  try {
+    st = parseControlPlaneStatus(parseJson(m.data));
+  } catch (err) {
+    return { status: null, ageMs: null, problems: [`leader heartbeat is not valid: ${messageOf(err)}`] };
+  }
+  const ageMs = now - m.time.getTime();
+  const problems: string[] = [];
+  if (ageMs > staleAfterMs) problems.push(`leader heartbeat ${formatAge(ageMs)} old: no control plane is publishing`);
+  if (st.fenced) problems.push(`leader ${st.source} is fenced and publishes nothing: ${st.fenced}`);
+  for (const [node, why] of Object.entries(st.refused)) problems.push(`node ${node} cannot be published: ${why}`);
+  if (st.retrying.length) problems.push(`writes being retried for ${st.retrying.length} node(s): ${st.retrying.slice(0, 5).join(', ')}`);
+  return { status: st, ageMs, problems };
 }
 
 function bytes(n: number | null): string {
@@ -146,7 +177,10 @@ function bytes(n: number | null): string {
 const num = (n: number | null) => (n === null ? '-' : String(n));
 
 export function renderStatus(rep: StatusReport): string {
-  if (rep.nodes.length === 0) return 'no nodes on the bus (no snapshot, delta or worker status yet)';
+  const cp = rep.controlplane;
+  const leader = cp.status ? `control plane: ${cp.status.source} leads with epoch ${cp.status.epoch}, ${cp.status.nodes} node(s), heartbeat ${formatAge(cp.ageMs ?? 0)} ago, ${cp.status.repairs} repair(s)` : 'control plane: no leader heartbeat';
+  const head0 = [leader, ...cp.problems.map((p) => `  PROBLEM: ${p}`)].join('\n');
+  if (rep.nodes.length === 0) return `${head0}\nno nodes on the bus (no snapshot, delta or worker status yet)`;
   const rows = rep.nodes.map((n) => [
     n.node,
     num(n.desiredGeneration),
@@ -162,6 +196,11 @@ export function renderStatus(rep: StatusReport): string {
   ]);
   const head = ['NODE', 'DESIRED', 'APPLIED', 'LAG', 'BUS', 'HEARTBEAT', 'STATE', 'PAIRED', 'BYTES_REDIRECTED', 'HELD', 'LAST_ERROR'];
   const lagging = rep.nodes.filter((n) => n.condition !== 'converged').length;
-  const summary = lagging === 0 ? `all ${rep.nodes.length} node(s) converged` : `${lagging} of ${rep.nodes.length} node(s) not converged`;
-  return `${table(head, rows)}\n${summary}`;
+  const summary =
+    lagging === 0 && cp.problems.length === 0
+      ? `all ${rep.nodes.length} node(s) converged`
+      : lagging === 0
+        ? `all ${rep.nodes.length} node(s) have applied what is on the bus, but the control plane has problems (above)`
+        : `${lagging} of ${rep.nodes.length} node(s) not converged`;
+  return `${head0}\n${table(head, rows)}\n${summary}`;
 }

@@ -32,7 +32,7 @@ export interface Tail {
 export function tailSubjects(node: string | undefined) {
   const t = node === undefined ? undefined : nodeToken(node);
   const audit = t === undefined ? subjects.allAudit : `${SUBJECT_ROOT}.audit.${t}.*`;
-  const delta = node === undefined ? subjects.allDeltas : subjects.delta(node);
+  const delta = node === undefined ? subjects.allDeltas : subjects.nodeDeltas(node);
   const status = node === undefined ? subjects.allStatus : subjects.status(node);
   return { live: [delta, status, audit], replay: [{ stream: DELTA_STREAM, filter: delta }, { stream: AUDIT_STREAM, filter: audit }] };
 }

@@ -8,10 +8,11 @@
 import {
   NODE_STATE_API_VERSION,
   NODE_STATE_DELTA_KIND,
+  sameEndpoint,
+  sameSwitches,
   type Endpoint,
   type NodeState,
   type NodeStateDelta,
-  type Pair,
   type Switches,
 } from '@meshlane/proto';
 import { nodeEndpoints } from '../model/endpoints.js';
@@ -21,7 +22,7 @@ export interface NodeUpdate {
   node: string;
   generation: number;
   delta: NodeStateDelta;
-  /** The whole state after the delta, built on demand (pairs are n^2). */
+  /** The whole state after the delta, built on demand. */
   state: () => NodeState;
 }
 
@@ -29,8 +30,6 @@ interface NodeDesired {
   generation: number;
   switches: Switches;
   endpoints: Map<string, Endpoint>;
-  /** Pod keys of accelerated endpoints: every ordered pair of them is a pair. */
-  accelerated: Set<string>;
 }
 
 export interface ReconcilerOptions {
@@ -39,22 +38,6 @@ export interface ReconcilerOptions {
   initialGeneration?: (node: string) => number;
   /** Flush on the next tick after an event (default), or only when flush() is called. */
   autoFlush?: boolean;
-}
-
-function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
-  return (
-    a.proxyUid === b.proxyUid &&
-    a.accelerate === b.accelerate &&
-    a.appSockets === b.appSockets &&
-    a.outboundPort === b.outboundPort &&
-    a.inboundPort === b.inboundPort &&
-    JSON.stringify([a.ips, a.inbound, a.outbound]) === JSON.stringify([b.ips, b.inbound, b.outbound])
-  );
-}
-
-function pairsOf(accelerated: Set<string>): Pair[] {
-  const all = [...accelerated].sort();
-  return all.flatMap((client) => all.filter((s) => s !== client).map((server) => ({ client, server })));
 }
 
 export class Reconciler {
@@ -78,8 +61,7 @@ export class Reconciler {
    */
   seed(state: NodeState): void {
     const endpoints = new Map(state.endpoints.map((e) => [e.pod, e]));
-    const accelerated = new Set(state.endpoints.filter((e) => e.accelerate).map((e) => e.pod));
-    this.nodes.set(state.node, { generation: state.generation, switches: state.switches, endpoints, accelerated });
+    this.nodes.set(state.node, { generation: state.generation, switches: state.switches, endpoints });
   }
 
   /** Marks nodes for recomputation. */
@@ -138,7 +120,6 @@ export class Reconciler {
       generation: d.generation,
       switches: d.switches,
       endpoints: [...d.endpoints.values()].sort((a, b) => (a.pod < b.pod ? -1 : a.pod > b.pod ? 1 : 0)),
-      pairs: pairsOf(d.accelerated),
     };
   }
 
@@ -152,46 +133,19 @@ export class Reconciler {
       generation: this.options.initialGeneration?.(node) ?? 0,
       switches: this.options.switches,
       endpoints: new Map(),
-      accelerated: new Set(),
     };
     const endpoints = new Map(nodeEndpoints(this.model, node).map((e) => [e.pod, e]));
-    const accelerated = new Set([...endpoints.values()].filter((e) => e.accelerate).map((e) => e.pod));
-
     const upsertEndpoints: Endpoint[] = [];
     for (const [k, e] of endpoints) {
       const old = prev.endpoints.get(k);
       if (!old || !sameEndpoint(old, e)) upsertEndpoints.push(e);
     }
     const removeEndpoints = [...prev.endpoints.keys()].filter((k) => !endpoints.has(k));
-    // Pairs follow from the accelerated set: only endpoints that joined or
-    // left it change pairs, each with every other accelerated endpoint.
-    const addPairs: Pair[] = [];
-    const removePairs: Pair[] = [];
-    const joined = [...accelerated].filter((k) => !prev.accelerated.has(k));
-    const left = [...prev.accelerated].filter((k) => !accelerated.has(k));
-    // Between two joiners, each adds its own outgoing pair; with an
-    // endpoint that stays, the joiner adds both directions. Same for leavers.
-    const joinedSet = new Set(joined);
-    for (const k of joined) {
-      for (const o of accelerated) {
-        if (o === k) continue;
-        addPairs.push({ client: k, server: o });
-        if (!joinedSet.has(o)) addPairs.push({ client: o, server: k });
-      }
-    }
-    const leftSet = new Set(left);
-    for (const k of left) {
-      for (const o of prev.accelerated) {
-        if (o === k) continue;
-        removePairs.push({ client: k, server: o });
-        if (!leftSet.has(o)) removePairs.push({ client: o, server: k });
-      }
-    }
-    const switchesChanged = JSON.stringify(prev.switches) !== JSON.stringify(this.options.switches);
-    const nothing = !upsertEndpoints.length && !removeEndpoints.length && !addPairs.length && !removePairs.length && !switchesChanged;
+    const switchesChanged = !sameSwitches(prev.switches, this.options.switches);
+    const nothing = !upsertEndpoints.length && !removeEndpoints.length && !switchesChanged;
     if (nothing && !fresh) return undefined;
 
-    const next: NodeDesired = { generation: prev.generation + 1, switches: this.options.switches, endpoints, accelerated };
+    const next: NodeDesired = { generation: prev.generation + 1, switches: this.options.switches, endpoints };
     this.nodes.set(node, next);
     if (!known && endpoints.size === 0) this.nodes.delete(node); // node gone: this empty state is its last
     const delta: NodeStateDelta = {
@@ -202,8 +156,6 @@ export class Reconciler {
       toGeneration: next.generation,
       upsertEndpoints,
       removeEndpoints,
-      addPairs,
-      removePairs,
       ...(switchesChanged || fresh ? { switches: next.switches } : {}),
     };
     return { node, generation: next.generation, delta, state: () => this.materialize(node, next) };

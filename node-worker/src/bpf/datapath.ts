@@ -53,9 +53,6 @@ function maxEntriesFor(name: MapName, cap: Capacity): number | undefined {
     case 'ml_cidr_exclude':
     case 'ml_cidr_include':
       return cap.endpoints * 8;
-    case 'ml_pairs':
-      // Every Envoy pair of the node, both families.
-      return Math.max(1024, cap.endpoints * cap.endpoints);
     case 'ml_socks':
       return cap.sockets;
     case 'ml_pending':

@@ -5,7 +5,7 @@
  */
 import { ipToBytes, bytesToIp } from '@meshlane/proto';
 
-export const ML_LAYOUT_VERSION = 1;
+export const ML_LAYOUT_VERSION = 2;
 
 export interface FieldLayout {
   name: string;
@@ -128,7 +128,6 @@ export const DIR_INBOUND = 1;
 export const DIR_OUTBOUND = 2;
 export const PORT_EXCLUDE = 1;
 export const PORT_INCLUDE = 2;
-export const PAIR_ALLOW = 1 << 0;
 
 export const CFG_ENABLED = 1 << 0;
 export const CFG_APP_SOCKETS = 1 << 1;
@@ -150,7 +149,6 @@ export const COUNTERS = [
   'paired_inbound',
   'refused_port',
   'refused_cidr',
-  'refused_pair',
   'refused_shape',
   'refused_tuple',
   'msg_redirected',
@@ -176,7 +174,6 @@ export const MAP_SPECS = {
   ml_port_rules: { key: 'ml_port_key', value: 'ml_port_value' },
   ml_cidr_exclude: { key: 'ml_cidr_key', value: 'ml_cidr_value' },
   ml_cidr_include: { key: 'ml_cidr_key', value: 'ml_cidr_value' },
-  ml_pairs: { key: 'ml_pair_key', value: 'ml_pair_value' },
   ml_config: { key: null, value: 'ml_config' },
   ml_pending: { key: 'ml_pending_key', value: 'ml_pending_value' },
   ml_links: { key: null, value: 'ml_link_value' },
@@ -193,7 +190,6 @@ export const MAP_NAMES: readonly MapName[] = [
   'ml_port_rules',
   'ml_cidr_exclude',
   'ml_cidr_include',
-  'ml_pairs',
   'ml_config',
   'ml_counters',
   'ml_pending',

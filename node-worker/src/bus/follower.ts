@@ -1,22 +1,29 @@
 /**
- * The worker's side of the bus: load the node's snapshot, apply its deltas
- * in generation order, and resync from the snapshot on any gap. Duplicates
- * are skipped; a malformed or foreign delta is rejected on the audit subject
- * and changes no map. When NATS goes away the maps keep the last state
- * (fail-static) and the ordered consumer picks up where it stopped when it
- * returns.
+ * The worker's side of the bus. Its maps hold generation G of the node's
+ * state; the delta to G+1 is stored under `delta.<G>`, which the worker
+ * reads by a direct get, so it asks for exactly the next delta and can
+ * neither skip one nor apply one twice. Live messages on its delta subjects
+ * are only a hint that something new was stored (they are also delivered
+ * for publishes JetStream refused); what is applied is always read back
+ * from the stream.
+ *
+ * It never stops. Every failure (NATS away, bus not created yet, a delta or
+ * snapshot that does not validate, a map write that fails) is logged,
+ * audited, counted, kept in a bounded lastError, and retried with backoff;
+ * the maps keep the last good state meanwhile (fail-static). A delta that is
+ * refused leaves the worker at its generation until the snapshot moves past
+ * it (the control plane repairs a node that way).
  */
-import type { NatsConnection } from '@nats-io/transport-node';
-import { jetstream } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import {
   API_VERSION,
   NODE_STATE_API_VERSION,
   DEFAULT_SWITCHES,
-  SNAPSHOT_BUCKET,
   ValidationError,
   NodeStateAccumulator,
+  boundText,
+  deltaSubjectGeneration,
   parseJson,
   parseNodeState,
   parseNodeStateDelta,
@@ -24,8 +31,10 @@ import {
   type AuditEvent,
   type AuditEventType,
   type NodeState,
+  type NodeStateDelta,
 } from '@meshlane/proto';
-import { followSubject, readSnapshot, type DeltaMsg, type Follower } from '@meshlane/proto/bus';
+import { readDelta, readSnapshot } from '@meshlane/proto/bus';
+
 /** What applies a state to the maps: the Reconciler, or a stand-in without BPF. */
 export interface StateApplier {
   apply(state: NodeState): { changed: Partial<Record<string, { upserts: number; deletes: number }>> };
@@ -36,175 +45,299 @@ export interface FollowerOptions {
   node: string;
   reconciler: StateApplier;
   logger: Logger;
-  /** The inbox prefix the connection was made with (see proto permissions). */
-  inboxPrefix?: string;
   /** Called after every change of applied state (for status reports). */
   onApplied?: (state: NodeState) => void;
+  /** Called after every failure, with its kind (for metrics). */
+  onError?: (kind: FollowerErrorKind) => void;
+  /** Direct-get timeout (ms). */
+  requestTimeoutMs?: number;
+  /** A look for missed deltas this often even without a hint (ms). */
+  pollMs?: number;
+  /** Longest wait between retries after failures (ms). */
+  maxBackoffMs?: number;
 }
+
+export type FollowerErrorKind = 'bus' | 'rejected' | 'apply';
 
 /** At most this many deltas are folded before the maps are written. */
 const MAX_BATCH = 1000;
+/** Further behind than this (by the hints), the snapshot is read first. */
+const SNAPSHOT_AHEAD = 64;
 
 function emptyState(node: string): NodeState {
-  return { apiVersion: NODE_STATE_API_VERSION, kind: 'NodeState', node, generation: 0, switches: DEFAULT_SWITCHES, endpoints: [], pairs: [] };
+  return { apiVersion: NODE_STATE_API_VERSION, kind: 'NodeState', node, generation: 0, switches: DEFAULT_SWITCHES, endpoints: [] };
+}
+
+class Rejected extends Error {
+  override name = 'Rejected';
+  constructor(
+    override readonly cause: Error,
+    readonly what: string,
+  ) {
+    super(`${what}: ${cause.message}`);
+  }
 }
 
 export class NodeFollower {
-  private kv: KV | undefined;
-  private follower: Follower | undefined;
-  private resyncing: Promise<void> | undefined;
   /** What the maps hold. */
   state: NodeState;
-  /** Highest generation seen on the bus. */
+  /** Highest generation validly stored on the bus that this worker has seen. */
   desiredGeneration = 0;
+  /** The last failure, bounded for the status message; cleared by the next success. */
   lastError: string | undefined;
-  /** Stream sequence of the last delta that caused a resync. */
-  private gapSeq = 0;
-  /** Deltas applied in memory, not yet in the maps. */
-  private batch: { acc: NodeStateAccumulator; firstSeq: number; lastSeq?: number; count: number } | undefined;
-  readonly stats = { applied: 0, duplicates: 0, gaps: 0, rejected: 0, resyncs: 0 };
+  readonly stats = { applied: 0, rejected: 0, resyncs: 0, retries: 0, polls: 0 };
+
+  private readonly timeoutMs: number;
+  private sub: Subscription | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  /** Read the snapshot before the next deltas (start, a refused delta, far behind). */
+  private wantSnapshot = true;
+  /** Highest generation named by a hint (unvalidated: only decides when to look). */
+  private hinted = 0;
+  private failures = 0;
+  /** Stream sequences already refused (audited once each). */
+  private readonly refused = new Set<number>();
+  private appliedOnce = false;
+  /**
+   * Leader epoch of the state in the maps (the snapshot's, or the highest
+   * Meshlane-Epoch of the deltas on it). A state from a newer leader at the
+   * same generation wins, and a delta an older leader wrote after the new
+   * one took over is refused: a handover race cannot leave a worker on a
+   * mix of two leaders' states.
+   */
+  private epoch = 0;
 
   constructor(private readonly o: FollowerOptions) {
     this.state = emptyState(o.node);
+    this.timeoutMs = o.requestTimeoutMs ?? 2000;
   }
 
-  /** Waits (with backoff) for the control plane to have created the bus, then follows. */
-  async start(): Promise<void> {
-    for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
-      try {
-        // Direct gets name the key in the subject, so NATS permissions can
-        // confine a worker to its own node's snapshot.
-        const js = jetstream(this.o.nc, this.o.inboxPrefix ? { watcherPrefix: this.o.inboxPrefix } : {});
-        this.kv = await new Kvm(js).open(SNAPSHOT_BUCKET, { allow_direct: true });
-        await this.resync('start');
-        return;
-      } catch (err) {
-        // Before the control plane has created the bucket and stream, gets
-        // and consumer creates find nothing (not found, no responders, or a
-        // timeout where permissions hide the difference).
-        if (!/not found|no responders|timeout|503/i.test((err as Error).message)) throw err;
-        this.o.logger.info({ retryMs: delay, err: (err as Error).message }, 'bus not created yet (the control plane creates it): waiting');
-        await new Promise((r) => setTimeout(r, delay));
-      }
+  /** True once a state from the bus has been applied. */
+  get synced(): boolean {
+    return this.appliedOnce;
+  }
+
+  /** Subscribes to hints and starts following; returns at once, never throws. */
+  start(): void {
+    this.sub = this.o.nc.subscribe(subjects.nodeDeltas(this.o.node), {
+      callback: (_err, m) => {
+        const g = m ? deltaSubjectGeneration(this.o.node, m.subject) : undefined;
+        if (g === undefined || g < this.state.generation) return;
+        this.hinted = Math.max(this.hinted, g);
+        if (g - this.state.generation > SNAPSHOT_AHEAD) this.wantSnapshot = true;
+        this.kick();
+      },
+    });
+    this.kick();
+  }
+
+  /** Look now (after a reconnect, or a hint). */
+  kick(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
     }
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.running = this.sync().finally(() => {
+      this.running = undefined;
+      if (this.stopped) return;
+      if (this.again) {
+        this.again = false;
+        this.kick();
+      } else {
+        this.schedule();
+      }
+    });
   }
 
-  /** Resolves once every delta stored at the last (re)sync has been applied. */
+  /** Resolves once the bus has nothing newer than the maps (tests, benches). */
   async caughtUp(): Promise<void> {
-    await this.resyncing;
-    await this.follower?.caughtUp;
+    for (;;) {
+      if (this.running) await this.running;
+      else if (this.failures === 0 && !this.wantSnapshot && this.hinted <= this.state.generation) return;
+      else await new Promise((r) => setTimeout(r, 10));
+    }
   }
 
   async stop(): Promise<void> {
-    await this.resyncing;
-    await this.follower?.stop();
-    this.follower = undefined;
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.sub?.unsubscribe();
+    await this.running;
   }
 
-  private resync(reason: string): Promise<void> {
-    this.resyncing ??= this.doResync(reason).finally(() => (this.resyncing = undefined));
-    return this.resyncing;
+  private schedule(): void {
+    const poll = this.o.pollMs ?? 5000;
+    const backoff = Math.min(this.o.maxBackoffMs ?? 30_000, 250 * 2 ** Math.min(this.failures, 16));
+    const delay = this.failures > 0 ? Math.min(backoff, Math.max(poll, 250)) : poll;
+    this.timer = setTimeout(() => {
+      this.stats.polls++;
+      this.kick();
+    }, delay);
+    this.timer.unref();
   }
 
-  private async doResync(reason: string): Promise<void> {
-    await this.follower?.stop();
-    this.follower = undefined;
-    this.batch = undefined;
-    this.stats.resyncs++;
-    const stored = await readSnapshot(this.kv!, this.o.node);
-    let from = 1;
-    if (stored) {
-      this.apply(stored.snapshot.state, `snapshot (${reason})`);
-      from = stored.snapshot.deltaSeq + 1;
+  private async sync(): Promise<void> {
+    try {
+      if (this.wantSnapshot) await this.fromSnapshot();
+      await this.followDeltas();
+      this.failures = 0;
+    } catch (err) {
+      this.failures++;
+      this.stats.retries++;
+      const e = err as Error;
+      if (e instanceof Rejected) {
+        this.reject(e);
+        this.o.onError?.('rejected');
+      } else if (e instanceof ApplyError) {
+        this.setError(`applying to the maps failed: ${e.message}`);
+        this.o.logger.error({ err: this.lastError, attempt: this.failures }, 'applying the desired state failed; the maps keep the last good state, retrying');
+        this.o.onError?.('apply');
+      } else {
+        this.setError(`bus: ${e.message}`);
+        this.o.logger.warn({ err: this.lastError, attempt: this.failures }, 'cannot read the bus yet; the maps keep the last state, retrying');
+        this.o.onError?.('bus');
+      }
     }
-    this.o.logger.info({ generation: this.state.generation, fromSeq: from, reason }, 'following the bus');
-    this.audit('resync', { generation: this.state.generation, reason, summary: `from snapshot generation ${stored?.snapshot.state.generation ?? 0}, deltas from sequence ${from}` });
-    this.follower = await followSubject(this.o.nc, subjects.delta(this.o.node), from, (m) => this.onDelta(m), this.o.inboxPrefix);
-  }
-
-  private apply(next: NodeState, what: string): void {
-    const r = this.o.reconciler.apply(next);
-    this.state = next;
-    this.desiredGeneration = Math.max(this.desiredGeneration, next.generation);
-    this.stats.applied++;
-    this.o.logger.info({ generation: next.generation, changed: r.changed, via: what }, 'desired state applied');
-    this.audit('applied', { generation: next.generation, summary: `${what}: ${Object.entries(r.changed).map(([m, c]) => `${m} +${c?.upserts ?? 0}/-${c?.deletes ?? 0}`).join(', ') || 'no map change'}` });
-    this.o.onApplied?.(next);
   }
 
   /**
-   * Deltas go into an in-memory accumulator and reach the maps when the
-   * consumer has nothing more pending (or every MAX_BATCH deltas): a worker
-   * catching up on thousands of deltas applies the result once, and a live
-   * one applies each delta as it comes (pending is then 0).
+   * Applies the snapshot when it is ahead of the maps. A snapshot that does
+   * not validate is refused like a delta; with no snapshot (a new node) the
+   * deltas start from generation 0.
    */
-  private onDelta(m: DeltaMsg): void {
-    if (this.resyncing) return; // the resync restarts the follower after the snapshot
+  private async fromSnapshot(): Promise<void> {
+    let stored;
     try {
-      const d = parseNodeStateDelta(parseJson(m.data), this.o.node);
-      this.desiredGeneration = Math.max(this.desiredGeneration, d.toGeneration);
-      const have = this.batch?.acc.currentGeneration ?? this.state.generation;
-      if (d.toGeneration <= have) {
-        this.stats.duplicates++;
-      } else if (d.fromGeneration !== have) {
-        if (m.seq <= this.gapSeq) {
-          // Seen before a resync that did not close it: this delta cannot
-          // follow any state the snapshot leads to. Skip it, don't loop.
-          throw new ValidationError('$.fromGeneration', `delta ${d.fromGeneration} -> ${d.toGeneration} does not follow generation ${have}, also after a resync`);
+      stored = await readSnapshot(this.o.nc, this.o.node, this.timeoutMs);
+    } catch (err) {
+      if (err instanceof ValidationError) throw new Rejected(err, 'snapshot');
+      throw err;
+    }
+    this.wantSnapshot = false;
+    if (!stored) return;
+    const s = stored.snapshot.state;
+    this.desiredGeneration = Math.max(this.desiredGeneration, s.generation);
+    const newer = s.generation > this.state.generation || (s.generation === this.state.generation && stored.snapshot.epoch > this.epoch);
+    if (!newer && this.appliedOnce) return;
+    this.stats.resyncs++;
+    this.applyState(s, `snapshot at revision ${stored.revision}`);
+    this.epoch = stored.snapshot.epoch;
+    this.audit('resync', { generation: s.generation, summary: `from the snapshot (revision ${stored.revision}, generation ${s.generation})` });
+  }
+
+  /** Reads delta.<G>, delta.<G+1>, ... until there is none, folding them into one map write per batch. */
+  private async followDeltas(): Promise<void> {
+    for (;;) {
+      const acc = new NodeStateAccumulator(this.state);
+      const batch: Array<{ seq: number; epoch: number; delta: NodeStateDelta }> = [];
+      let epoch = this.epoch;
+      while (batch.length < MAX_BATCH) {
+        const from = acc.currentGeneration;
+        const m = await readDelta(this.o.nc, this.o.node, from, this.timeoutMs);
+        if (!m) break;
+        let d: NodeStateDelta;
+        try {
+          d = parseNodeStateDelta(parseJson(m.data), this.o.node);
+          if (d.fromGeneration !== from) throw new ValidationError('$.fromGeneration', `is ${d.fromGeneration}, but the delta is stored as the one from generation ${from}`);
+          const e = Number(m.header('Meshlane-Epoch') ?? '0');
+          if (e < epoch) throw new ValidationError('Meshlane-Epoch', `written by leader epoch ${e}, older than the state's ${epoch}`);
+          epoch = e;
+        } catch (err) {
+          // What came before it is still good: apply that, then refuse this one.
+          if (batch.length) this.applyBatch(batch);
+          this.wantSnapshot = true;
+          throw new Rejected(err as Error, `delta from generation ${from} (stream sequence ${m.seq})`);
         }
-        this.gapSeq = m.seq;
-        this.stats.gaps++;
-        this.batch = undefined;
-        this.o.logger.warn({ have, from: d.fromGeneration, to: d.toGeneration, seq: m.seq }, 'gap in deltas: resyncing from the snapshot');
-        void this.resync(`gap: have ${have}, delta from ${d.fromGeneration}`).catch((err: Error) => this.fail(err));
-        return;
-      } else {
-        this.batch ??= { acc: new NodeStateAccumulator(this.state), firstSeq: m.seq, count: 0 };
-        this.batch.acc.apply(d);
-        this.batch.count++;
-        this.batch.lastSeq = m.seq;
+        acc.apply(d);
+        batch.push({ seq: m.seq, epoch, delta: d });
       }
-    } catch (err) {
-      this.reject(err as Error, `stream sequence ${m.seq}`);
+      if (!batch.length) {
+        // Nothing stored for this node yet (the control plane has not seen
+        // it): the maps keep what they have, pinned from an earlier run.
+        // Hinted further than stored (deltas expired, or refused publishes): the snapshot knows.
+        if (this.hinted > this.state.generation) this.wantSnapshot = true;
+        this.hinted = Math.min(this.hinted, this.state.generation);
+        return;
+      }
+      this.applyBatch(batch);
+      if (batch.length < MAX_BATCH) return;
     }
-    if (this.batch && (m.pending === 0 || this.batch.count >= MAX_BATCH)) this.flushBatch();
   }
 
-  private flushBatch(): void {
-    const b = this.batch;
-    this.batch = undefined;
-    if (!b) return;
-    const what = b.count === 1 ? `delta seq ${b.lastSeq}` : `${b.count} deltas, seq ${b.firstSeq}..${b.lastSeq}`;
-    let next: NodeState;
+  /**
+   * The folded result must itself be a valid state (e.g. no IP claimed twice).
+   * If it is not, the deltas are tried one by one so that the good prefix is
+   * applied and the exact delta that breaks the state is the one refused.
+   */
+  private applyBatch(batch: ReadonlyArray<{ seq: number; epoch: number; delta: NodeStateDelta }>): void {
+    const acc = new NodeStateAccumulator(this.state);
+    for (const b of batch) acc.apply(b.delta);
+    const last = batch[batch.length - 1]!;
+    const what = batch.length === 1 ? `delta seq ${last.seq}` : `${batch.length} deltas, seq ${batch[0]!.seq}..${last.seq}`;
     try {
-      // The result must itself be a valid state (e.g. no pair to a missing endpoint).
-      next = parseNodeState(b.acc.toState(), this.o.node);
-    } catch (err) {
-      // Nothing of the batch is applied; the next delta will not follow and
-      // trigger one resync, after which these sequences are refused.
-      this.gapSeq = Math.max(this.gapSeq, b.lastSeq ?? 0);
-      this.reject(err as Error, what);
+      this.applyState(parseNodeState(acc.toState(), this.o.node), what);
+      this.epoch = last.epoch;
       return;
-    }
-    try {
-      this.apply(next, what);
     } catch (err) {
-      this.fail(err as Error);
+      if (!(err instanceof ValidationError)) throw err;
+    }
+    const one = new NodeStateAccumulator(this.state);
+    let good = this.state;
+    let goodEpoch = this.epoch;
+    for (const b of batch) {
+      one.apply(b.delta);
+      try {
+        good = parseNodeState(one.toState(), this.o.node);
+        goodEpoch = b.epoch;
+      } catch (err) {
+        if (good !== this.state) {
+          this.applyState(good, `deltas up to generation ${good.generation}`);
+          this.epoch = goodEpoch;
+        }
+        this.wantSnapshot = true;
+        throw new Rejected(err as Error, `delta from generation ${b.delta.fromGeneration} (stream sequence ${b.seq})`);
+      }
     }
   }
 
-  private reject(err: Error, what: string): void {
-    this.stats.rejected++;
-    const field = err instanceof ValidationError ? err.field : undefined;
-    this.lastError = err.message;
-    this.o.logger.error({ what, err: this.lastError }, 'delta rejected; maps unchanged');
-    this.audit('rejected', { generation: this.state.generation, ...(field ? { field } : {}), reason: this.lastError, summary: what });
+  private applyState(next: NodeState, what: string): void {
+    let r;
+    try {
+      r = this.o.reconciler.apply(next);
+    } catch (err) {
+      throw new ApplyError((err as Error).message);
+    }
+    this.state = next;
+    this.appliedOnce = true;
+    this.desiredGeneration = Math.max(this.desiredGeneration, next.generation);
+    this.lastError = undefined;
+    this.stats.applied++;
+    const summary = Object.entries(r.changed).map(([m, c]) => `${m} +${c?.upserts ?? 0}/-${c?.deletes ?? 0}`).join(', ') || 'no map change';
+    this.o.logger.info({ generation: next.generation, changed: r.changed, via: what }, 'desired state applied');
+    this.audit('applied', { generation: next.generation, summary: boundText(`${what}: ${summary}`) });
+    this.o.onApplied?.(next);
   }
 
-  private fail(err: Error): void {
-    this.lastError = err.message;
-    this.o.logger.error({ err: err.message }, 'applying failed; will resync');
-    void this.resync('apply failed').catch(() => {});
+  private reject(e: Rejected): void {
+    const msg = /stream sequence (\d+)/.exec(e.what);
+    const seq = msg ? Number(msg[1]) : -1;
+    this.setError(`refused ${e.message}`);
+    if (seq >= 0 && this.refused.has(seq)) return; // audited already; still waiting for the snapshot to move on
+    if (seq >= 0) this.refused.add(seq);
+    this.stats.rejected++;
+    const field = e.cause instanceof ValidationError ? e.cause.field : undefined;
+    this.o.logger.error({ what: e.what, err: boundText(e.cause.message) }, 'refused; maps unchanged, waiting for a snapshot past it');
+    this.audit('rejected', { generation: this.state.generation, ...(field ? { field } : {}), reason: boundText(e.cause.message), summary: boundText(e.what) });
+  }
+
+  private setError(text: string): void {
+    this.lastError = boundText(text);
   }
 
   private audit(type: AuditEventType, ev: Partial<AuditEvent>): void {
@@ -215,4 +348,8 @@ export class NodeFollower {
       // disconnected: audit is best effort, the log has it
     }
   }
+}
+
+class ApplyError extends Error {
+  override name = 'ApplyError';
 }

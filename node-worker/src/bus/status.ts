@@ -1,6 +1,6 @@
 /** Publishes the worker's status on every change and as a heartbeat. */
 import type { NatsConnection } from '@nats-io/transport-node';
-import { API_VERSION, subjects, type WorkerStatus } from '@meshlane/proto';
+import { API_VERSION, boundText, subjects, type WorkerStatus } from '@meshlane/proto';
 import type { Datapath } from '../bpf/datapath.js';
 import type { KernelFeatures } from '../bpf/features.js';
 import { readStatus } from '../bpf/status.js';
@@ -39,7 +39,7 @@ export class StatusReporter {
       counters: s.counters,
       maps: s.maps,
       kernel: { ...this.kernel },
-      ...(this.follower.lastError ? { lastError: this.follower.lastError } : {}),
+      ...(this.follower.lastError ? { lastError: boundText(this.follower.lastError) } : {}),
     };
   }
 

@@ -1,8 +1,8 @@
 /**
  * Brings the worker-owned maps to a desired state with as few syscalls as
  * the map types allow, in an order that never shows a half state as more
- * permissive than either end: pairs go before endpoints on the way out and
- * after them on the way in; an endpoint's exclusions land before it does.
+ * permissive than either end: an endpoint's exclusions land before it does
+ * and leave after it.
  *
  * The reconciler remembers what it last wrote, so a 1-pod change costs a
  * 1-pod diff; it reads the maps back only when it has no memory of them (at
@@ -20,7 +20,6 @@ export interface ApplyResult {
 }
 
 const ORDER: Array<[OwnedMap, 'del' | 'up']> = [
-  ['ml_pairs', 'del'],
   ['ml_endpoints', 'del'],
   ['ml_port_rules', 'up'],
   ['ml_cidr_exclude', 'up'],
@@ -29,7 +28,6 @@ const ORDER: Array<[OwnedMap, 'del' | 'up']> = [
   ['ml_port_rules', 'del'],
   ['ml_cidr_exclude', 'del'],
   ['ml_cidr_include', 'del'],
-  ['ml_pairs', 'up'],
 ];
 
 export class Reconciler {

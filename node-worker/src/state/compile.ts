@@ -1,9 +1,9 @@
 /**
  * NodeState -> the exact entries each worker-owned map must hold. Pure: the
  * same state always gives the same entries, which is what makes reconcile
- * idempotent and restarts harmless.
+ * idempotent and restarts harmless. Linear: each endpoint's entries come
+ * from that endpoint alone (its IPs times its own rules).
  */
-import { isIP } from 'node:net';
 import { parseCidr, type Endpoint, type NodeState } from '@meshlane/proto';
 import {
   CFG_APP_SOCKETS,
@@ -15,20 +15,18 @@ import {
   EP_OUTBOUND_ALL_IPS,
   EP_APP_SOCKETS,
   ML_LAYOUT_VERSION,
-  PAIR_ALLOW,
   PORT_EXCLUDE,
   PORT_INCLUDE,
   cidrKey,
   configValue,
   endpointKey,
   endpointValue,
-  addr,
   portKey,
   u32Value,
 } from '../bpf/layout.js';
 
 /** Maps whose whole content the desired state decides. */
-export const OWNED_MAPS = ['ml_endpoints', 'ml_port_rules', 'ml_cidr_exclude', 'ml_cidr_include', 'ml_pairs'] as const;
+export const OWNED_MAPS = ['ml_endpoints', 'ml_port_rules', 'ml_cidr_exclude', 'ml_cidr_include'] as const;
 export type OwnedMap = (typeof OWNED_MAPS)[number];
 
 /** hex(key) -> value. Keys stay text until a diff needs their bytes. */
@@ -96,31 +94,8 @@ export function compileNodeState(state: NodeState): Desired {
     ml_port_rules: new Map(),
     ml_cidr_exclude: new Map(),
     ml_cidr_include: new Map(),
-    ml_pairs: new Map(),
   };
   for (const e of state.endpoints) compileEndpoint(e, maps);
-  // Pairs are the bulk of a node's entries (n^2): build their keys from
-  // address bytes and hex computed once per IP, not per pair.
-  const addrs = new Map<string, Array<{ hex: string; v4: boolean }>>();
-  for (const e of state.endpoints) {
-    addrs.set(
-      e.pod,
-      e.ips.map((ip) => {
-        return { hex: addr(ip).toString('hex'), v4: isIP(ip) === 4 };
-      }),
-    );
-  }
-  const allow = u32Value(PAIR_ALLOW);
-  for (const p of state.pairs) {
-    const client = addrs.get(p.client);
-    const server = addrs.get(p.server);
-    if (!client || !server) continue; // parseNodeState has refused this already
-    for (const c of client) {
-      for (const s of server) {
-        if (c.v4 === s.v4) maps.ml_pairs.set(c.hex + s.hex, allow);
-      }
-    }
-  }
   const config = configValue({
     flags: (state.switches.enabled ? CFG_ENABLED : 0) | (state.switches.appSockets ? CFG_APP_SOCKETS : 0),
     layoutVersion: ML_LAYOUT_VERSION,

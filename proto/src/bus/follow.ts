@@ -1,27 +1,12 @@
 /**
- * Reading a node's state from the bus: its snapshot from the bucket, then
- * every delta after the snapshot's sequence, in order, through an ordered
+ * Reading every delta after a stream sequence, in order, through an ordered
  * consumer (a server-side cursor that the client recreates by itself after a
- * gap, a reconnect or a server restart). Used by workers to follow their
- * node, and by a new leader to learn where every node stands.
+ * gap, a reconnect or a server restart). Used by a new leader to learn where
+ * every node stands; only the control plane's account can create consumers.
  */
 import { DeliverPolicy, jetstream, type JsMsg } from '@nats-io/jetstream';
-import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { parseJson, parseSnapshot } from '../decode.js';
-import type { Snapshot } from '../messages.js';
-import { DELTA_STREAM, subjects } from '../subjects.js';
-
-export interface StoredSnapshot {
-  snapshot: Snapshot;
-  revision: number;
-}
-
-export async function readSnapshot(kv: KV, node: string): Promise<StoredSnapshot | undefined> {
-  const e = await kv.get(subjects.snapshotKey(node));
-  if (!e || e.operation !== 'PUT' || e.length === 0) return undefined;
-  return { snapshot: parseSnapshot(parseJson(e.value), node), revision: e.revision };
-}
+import { DELTA_STREAM } from '../subjects.js';
 
 export interface DeltaMsg {
   seq: number;
@@ -46,10 +31,8 @@ export async function followSubject(
   filter: string,
   fromSeq: number,
   onMsg: (m: DeltaMsg) => Promise<void> | void,
-  /** The connection's inbox prefix, when its permissions confine replies to one. */
-  inboxPrefix?: string,
 ): Promise<Follower> {
-  const js = jetstream(nc, inboxPrefix ? { watcherPrefix: inboxPrefix } : {});
+  const js = jetstream(nc);
   const consumer = await js.consumers.get(DELTA_STREAM, {
     filter_subjects: filter,
     deliver_policy: fromSeq > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
