@@ -125,13 +125,16 @@ function ipList(v: unknown, field: string): string[] {
 export function checkEndpoint(v: unknown, field: string): Endpoint {
   const o = obj(v, field);
   noUnknown(o, field, ['pod', 'ips', 'proxyUid', 'accelerate', 'appSockets', 'outboundPort', 'inboundPort', 'inbound', 'outbound']);
+  // In the order of the fields, so the first bad one is the one named.
+  const pod = podKey(o.pod, `${field}.pod`);
+  const ips = ipList(o.ips, `${field}.ips`);
   const inbound = obj(o.inbound, `${field}.inbound`);
   noUnknown(inbound, `${field}.inbound`, ['includePorts', 'excludePorts']);
   const outbound = obj(o.outbound, `${field}.outbound`);
   noUnknown(outbound, `${field}.outbound`, ['excludePorts', 'includeCidrs', 'excludeCidrs']);
   return {
-    pod: podKey(o.pod, `${field}.pod`),
-    ips: ipList(o.ips, `${field}.ips`),
+    pod,
+    ips,
     proxyUid: int(o.proxyUid, `${field}.proxyUid`, 0, 0xfffffffe),
     accelerate: bool(o.accelerate, `${field}.accelerate`),
     appSockets: bool(o.appSockets, `${field}.appSockets`),

@@ -9,6 +9,4 @@ export const rawDelta = (node: string, from: number, to: number) => ({
   toGeneration: to,
   upsertEndpoints: [],
   removeEndpoints: [],
-  addPairs: [],
-  removePairs: [],
 });

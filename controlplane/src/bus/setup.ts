@@ -25,9 +25,9 @@ export interface BusLimits {
 export const DEFAULT_LIMITS: BusLimits = {
   replicas: 1,
   deltaMaxAgeMs: 24 * 3600_000,
-  deltaMaxBytes: 1 << 30,
+  deltaMaxBytes: 256 << 20,
   auditMaxAgeMs: 7 * 24 * 3600_000,
-  auditMaxBytes: 512 << 20,
+  auditMaxBytes: 256 << 20,
   auditPerSubject: 10_000,
 };
 
@@ -85,7 +85,7 @@ export async function setupBus(nc: NatsConnection, limits: BusLimits): Promise<K
     discard: DiscardPolicy.Old,
     max_msgs_per_subject: 1,
     max_msg_size: EVENT_MAX_BYTES,
-    max_bytes: 256 << 20,
+    max_bytes: 64 << 20,
     num_replicas: limits.replicas,
     allow_direct: true,
   });
