@@ -380,6 +380,11 @@ describe('ambient, host network, lifecycle, addresses', () => {
       pod: edit(injectedPod(), (p) => (p.status!.podIPs = [{ ip: '10.244.1.7' }, { ip: 'fd00:10:244:1::7' }])),
       expect: { ips: ['10.244.1.7', 'fd00:10:244:1::7'] },
     },
+    {
+      name: 'podIPs in another spelling become canonical; IPv4-mapped and zoned ones are dropped',
+      pod: edit(injectedPod(), (p) => (p.status!.podIPs = [{ ip: 'FD00:10:244:1:0:0:0:7' }, { ip: '::ffff:10.244.1.8' }, { ip: 'fe80::1%eth0' }])),
+      expect: { ips: ['fd00:10:244:1::7'] },
+    },
     { name: 'podIP only (no podIPs)', pod: edit(injectedPod(), (p) => delete p.status!.podIPs), expect: { ips: ['10.244.1.7'] } },
     {
       name: 'unscheduled',
@@ -471,10 +476,9 @@ describe('list parsing (Istio semantics)', () => {
     ['10.0.0.0/8', ['10.0.0.0/8']],
     ['10.1.2.3/8,10.1.2.3/8', ['10.1.2.3/8']],
     ['::/0,0.0.0.0/0', ['::/0', '0.0.0.0/0']],
-    ['::ffff:10.0.0.0/104', ['::ffff:10.0.0.0/104']],
   ])('cidrs %j', (text, want) => expect(parseCidrList('t', text)).toEqual(want));
 
-  it.each([' 10.0.0.0/8', '10.0.0.0/8,', '10.0.0.0', '10.0.0.0/08', '010.0.0.0/8', '10.0.0.0/-1', 'fd00::/129', 'fe80::%eth0/64', 'x/8'])(
+  it.each([' 10.0.0.0/8', '10.0.0.0/8,', '10.0.0.0', '10.0.0.0/08', '010.0.0.0/8', '10.0.0.0/-1', 'fd00::/129', 'fe80::%eth0/64', 'x/8', '::ffff:10.0.0.0/104'])(
     'bad cidrs %j',
     (text) => expect(() => parseCidrList('t', text)).toThrow(/t: /),
   );

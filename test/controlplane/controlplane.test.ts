@@ -74,7 +74,11 @@ describe('controlplane - Kubernetes and istiod to per-node deltas', () => {
 
   const since = (n: number) => updates.slice(n);
   const pods = (node: string) => states.get(node)?.endpoints.map((e) => e.pod) ?? [];
-  const pairs = (node: string) => states.get(node)?.pairs.length ?? 0;
+  /** Directed sidecar pairs the node accelerates: every two endpoints that both accelerate. */
+  const pairs = (node: string) => {
+    const n = states.get(node)?.endpoints.filter((e) => e.accelerate).length ?? 0;
+    return n * (n - 1);
+  };
 
   async function syncedPod(name: string, node: string, ip: string, ns = 'default', extra: Partial<Parameters<typeof podFixture>[0]> = {}) {
     api.create(podFixture({ name, namespace: ns, node, ip, ...extra }));

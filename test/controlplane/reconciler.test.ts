@@ -11,6 +11,9 @@ import { podClass } from '../harness/podclass.js';
 
 const pod = podClass;
 
+/** Pods of a node that sidecar pairs may be accelerated between (every two of them). */
+const accelerated = (s: NodeState | undefined) => (s?.endpoints ?? []).filter((e) => e.accelerate).map((e) => e.pod);
+
 function setup(syncGate = false) {
   const model = new ClusterModel({ syncGate });
   const rec = new Reconciler(model, { switches: { enabled: true, appSockets: true, maxQueuedBytes: 1 << 24 }, autoFlush: false });
@@ -30,7 +33,7 @@ function setup(syncGate = false) {
 }
 
 describe('controlplane - reconciler', () => {
-  it('a new pod yields its node a delta with the endpoint and its pairs, other nodes nothing', () => {
+  it('a new pod yields its node a delta with the endpoint alone, other nodes nothing', () => {
     const { model, step } = setup();
     step([...model.upsertNode('n1'), ...model.upsertNode('n2')]);
     step(model.upsertPod(pod('a', 'n1', 1)));
@@ -38,8 +41,7 @@ describe('controlplane - reconciler', () => {
     expect(out.map((u) => u.node)).toEqual(['n1']);
     const d = out[0]!.delta;
     expect(d.upsertEndpoints.map((e) => e.pod)).toEqual(['default/b']);
-    expect(d.addPairs).toEqual(expect.arrayContaining([{ client: 'default/b', server: 'default/a' }, { client: 'default/a', server: 'default/b' }]));
-    expect(d.addPairs).toHaveLength(2);
+    expect(d.removeEndpoints).toEqual([]);
     expect(d.fromGeneration + 1).toBe(d.toGeneration);
   });
 
@@ -51,27 +53,26 @@ describe('controlplane - reconciler', () => {
     const out = step(model.upsertPod(pod('b', 'n2', 2)));
     expect(out.map((u) => u.node).sort()).toEqual(['n1', 'n2']);
     expect(states.get('n1')!.endpoints.map((e) => e.pod)).toEqual(['default/a']);
-    expect(states.get('n1')!.pairs).toEqual([]);
-    expect(states.get('n2')!.pairs).toHaveLength(2);
+    expect(accelerated(states.get('n2'))).toEqual(['default/b', 'default/c']);
   });
 
-  it('a deleted pod removes its endpoint and pairs', () => {
+  it('a deleted pod removes its endpoint', () => {
     const { model, step, states } = setup();
     step(model.upsertPod(pod('a', 'n1', 1)));
     step(model.upsertPod(pod('b', 'n1', 2)));
     const out = step(model.deletePod('default/a'));
     expect(out[0]!.delta.removeEndpoints).toEqual(['default/a']);
-    expect(out[0]!.delta.removePairs).toHaveLength(2);
+    expect(out[0]!.delta.upsertEndpoints).toEqual([]);
     expect(states.get('n1')!.endpoints).toHaveLength(1);
   });
 
-  it('relabelling a pod to opt out flips accelerate and drops its pairs, keeping the endpoint', () => {
+  it('relabelling a pod to opt out flips accelerate, keeping the endpoint', () => {
     const { model, step, states } = setup();
     step(model.upsertPod(pod('a', 'n1', 1)));
     step(model.upsertPod(pod('b', 'n1', 2)));
     const out = step(model.upsertPod(pod('a', 'n1', 1, { optedOut: true })));
     expect(out[0]!.delta.upsertEndpoints).toMatchObject([{ pod: 'default/a', accelerate: false }]);
-    expect(out[0]!.delta.removePairs).toHaveLength(2);
+    expect(accelerated(states.get('n1'))).toEqual(['default/b']);
     expect(states.get('n1')!.endpoints).toHaveLength(2);
   });
 
@@ -90,9 +91,9 @@ describe('controlplane - reconciler', () => {
     const { model, step, states } = setup(true);
     step(model.upsertPod(pod('a', 'n1', 1)));
     step(model.upsertPod(pod('b', 'n1', 2)));
-    expect(states.get('n1')!.pairs).toEqual([]);
+    expect(accelerated(states.get('n1'))).toEqual([]);
     step(model.setProxies(new Map([['a.default', { proxyId: 'a.default', synced: true }]])));
-    expect(states.get('n1')!.pairs).toEqual([]);
+    expect(accelerated(states.get('n1'))).toEqual(['default/a']);
     const out = step(
       model.setProxies(
         new Map([
@@ -101,8 +102,10 @@ describe('controlplane - reconciler', () => {
         ]),
       ),
     );
-    expect(out[0]!.delta.addPairs).toHaveLength(2);
-    expect(step(model.setProxies(new Map([['b.default', { proxyId: 'b.default', synced: true }]])))[0]!.delta.removePairs).toHaveLength(2);
+    expect(accelerated(states.get('n1'))).toEqual(['default/a', 'default/b']);
+    expect(out[0]!.delta.upsertEndpoints.map((e) => e.pod)).toEqual(['default/b']);
+    step(model.setProxies(new Map([['b.default', { proxyId: 'b.default', synced: true }]])));
+    expect(accelerated(states.get('n1'))).toEqual(['default/b']);
   });
 
   it('ineligible and ambient pods are not endpoints; an IP claimed twice identifies neither', () => {

@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { NODE_STATE_API_VERSION, bytesToIp, type Endpoint, type NodeState, type Pair } from '@meshlane/proto';
+import { NODE_STATE_API_VERSION, bytesToIp, type Endpoint, type NodeState } from '@meshlane/proto';
 import { Datapath, readCounters, type CounterName } from '@meshlane/node-worker';
 import { alive, exited, requireRoot, sh, spawnIn, trySh } from './exec.js';
 import { istioNatRules } from './istio-iptables.js';
@@ -353,11 +353,9 @@ export class TestCluster {
     return p;
   }
 
-  /** Desired state of a node: the given endpoints (default: its meshed pods) and pairs. */
-  state(node: string, opts: { generation?: number; endpoints?: Endpoint[]; pairs?: Pair[]; enabled?: boolean; appSockets?: boolean; maxQueuedBytes?: number } = {}): NodeState {
+  /** Desired state of a node: the given endpoints (default: its meshed pods). */
+  state(node: string, opts: { generation?: number; endpoints?: Endpoint[]; enabled?: boolean; appSockets?: boolean; maxQueuedBytes?: number } = {}): NodeState {
     const endpoints = opts.endpoints ?? [...this.pods.values()].filter((p) => p.spec.node === node && p.spec.meshed).map((p) => p.endpoint());
-    const pods = endpoints.map((e) => e.pod);
-    const pairs = opts.pairs ?? pods.flatMap((c) => pods.filter((s) => s !== c).map((s) => ({ client: c, server: s })));
     return {
       apiVersion: NODE_STATE_API_VERSION,
       kind: 'NodeState',
@@ -365,7 +363,6 @@ export class TestCluster {
       generation: opts.generation ?? 1,
       switches: { enabled: opts.enabled ?? true, appSockets: opts.appSockets ?? true, maxQueuedBytes: opts.maxQueuedBytes ?? 16 << 20 },
       endpoints,
-      pairs,
     };
   }
 

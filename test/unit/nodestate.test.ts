@@ -1,6 +1,6 @@
 /** proto - NodeState validation: every refusal names the field it is about. */
 import { describe, expect, it } from 'vitest';
-import { NODE_STATE_API_VERSION, ValidationError, bytesToIp, ipToBytes, parseCidr, parseNodeState } from '@meshlane/proto';
+import { LIMITS, NODE_STATE_API_VERSION, ValidationError, bytesToIp, ipToBytes, parseCidr, parseNodeState } from '@meshlane/proto';
 
 function valid(): Record<string, unknown> {
   return {
@@ -33,7 +33,6 @@ function valid(): Record<string, unknown> {
         outbound: { excludePorts: [3306], includeCidrs: '*', excludeCidrs: [] },
       },
     ],
-    pairs: [{ client: 'default/a', server: 'default/b' }],
   };
 }
 
@@ -68,7 +67,20 @@ describe('proto - NodeState', () => {
     ['bad pod name', (s) => (s.endpoints[0].pod = 'a'), '$.endpoints[0].pod'],
     ['duplicate pod', (s) => (s.endpoints[1].pod = 'default/a'), '$.endpoints[1].pod'],
     ['IP owned twice', (s) => (s.endpoints[1].ips = ['10.0.0.1']), '$.endpoints[1].ips[0]'],
-    ['pair to an unknown pod', (s) => (s.pairs[0].server = 'default/zz'), '$.pairs[0].server'],
+    ['IPv4-mapped IPv6 alias of a pod IP', (s) => (s.endpoints[1].ips = ['::ffff:10.0.0.1']), '$.endpoints[1].ips[0]'],
+    ['IPv6 zone id', (s) => (s.endpoints[0].ips[1] = 'fe80::1%eth0'), '$.endpoints[0].ips[1]'],
+    ['non-canonical IPv6 (would dodge the duplicate check)', (s) => (s.endpoints[1].ips = ['fd00:0:0::1']), '$.endpoints[1].ips[0]'],
+    ['two IPs of one family', (s) => (s.endpoints[1].ips = ['10.0.0.2', '10.0.0.3']), '$.endpoints[1].ips[1]'],
+    ['three IPs', (s) => (s.endpoints[1].ips = ['10.0.0.2', 'fd00::2', 'fd00::3']), '$.endpoints[1].ips'],
+    ['IPv4-mapped CIDR', (s) => (s.endpoints[0].outbound.excludeCidrs = ['::ffff:10.0.0.0/104']), '$.endpoints[0].outbound.excludeCidrs[0]'],
+    ['CIDR with a zone id', (s) => (s.endpoints[0].outbound.excludeCidrs = ['fe80::%eth0/64']), '$.endpoints[0].outbound.excludeCidrs[0]'],
+    ['a pod name over 253 characters', (s) => (s.endpoints[0].pod = `default/${'a'.repeat(254)}`), '$.endpoints[0].pod'],
+    ['a namespace over 63 characters', (s) => (s.endpoints[0].pod = `${'n'.repeat(64)}/a`), '$.endpoints[0].pod'],
+    ['a node name over 253 characters', (s) => (s.node = 'n'.repeat(254)), '$.node'],
+    ['more endpoints than a node can have', (s) => (s.endpoints = Array.from({ length: LIMITS.endpoints + 1 }, () => s.endpoints[0])), '$.endpoints'],
+    ['a port list over the bound', (s) => (s.endpoints[0].outbound.excludePorts = Array.from({ length: LIMITS.portsPerList + 1 }, () => 1)), '$.endpoints[0].outbound.excludePorts'],
+    ['a CIDR list over the bound', (s) => (s.endpoints[0].outbound.excludeCidrs = Array.from({ length: LIMITS.cidrsPerList + 1 }, () => '10.0.0.0/8')), '$.endpoints[0].outbound.excludeCidrs'],
+    ['a v1alpha1 pairs list', (s) => (s.pairs = []), '$.pairs'],
     ['uid out of range', (s) => (s.endpoints[0].proxyUid = 2 ** 32), '$.endpoints[0].proxyUid'],
     ['unknown endpoint field', (s) => (s.endpoints[0].captureMode = 'TPROXY'), '$.endpoints[0].captureMode'],
   ];

@@ -1,13 +1,25 @@
 /** Pod-level facts: addresses, lifecycle, meshlane opt-out / opt-in. */
 import { isIP } from 'node:net';
 import type { V1Pod } from '@kubernetes/client-node';
+import { bytesToIp, ipToBytes } from '@meshlane/proto';
 import { ANN } from './constants.js';
+
+/**
+ * One address in the canonical text the NodeState contract requires, or
+ * undefined for what it refuses: zone ids, and IPv4-mapped IPv6 spellings
+ * (they would name an IPv4 address the pod was not given as one).
+ */
+function canonical(ip: string): string | undefined {
+  if (ip.includes('%') || !isIP(ip)) return undefined;
+  const text = bytesToIp(ipToBytes(ip));
+  return isIP(text) === isIP(ip) ? text : undefined;
+}
 
 /** status.podIPs[].ip (dual-stack), else status.podIP; malformed or empty entries dropped. */
 export function podIps(pod: V1Pod): string[] {
   const listed = (pod.status?.podIPs ?? []).map((p) => p.ip);
   const candidates = listed.length > 0 ? listed : [pod.status?.podIP ?? ''];
-  return [...new Set(candidates.filter((ip) => ip !== '' && isIP(ip) !== 0))];
+  return [...new Set(candidates.map((ip) => (ip === '' ? undefined : canonical(ip))).filter((ip): ip is string => ip !== undefined))];
 }
 
 /** Phase Running and not being deleted (a set deletionTimestamp means terminating). */
