@@ -17,10 +17,10 @@ import type { KV } from '@nats-io/kv';
 import { jetstream } from '@nats-io/jetstream';
 import {
   API_VERSION,
-  busUsers,
-  inboxPrefix,
-  renderAuthorization,
+  busAccounts,
+  renderAccounts,
   subjects,
+  type ControlPlaneStatus,
   type NodeState,
   type Principal,
   type WorkerStatus,
@@ -66,6 +66,10 @@ function workerStatus(node: string, applied: number, extra: Partial<WorkerStatus
   };
 }
 
+
+function leaderStatus(extra: Partial<ControlPlaneStatus> = {}): ControlPlaneStatus {
+  return { apiVersion: API_VERSION, kind: 'ControlPlaneStatus', source: 'controlplane/test', time: new Date().toISOString(), epoch: 1, nodes: 2, refused: {}, retrying: [], repairs: 0, ...extra };
+}
 
 const waitFor = (what: string, pred: () => boolean, ms = WAIT) => waitUntil(what, pred, ms);
 
@@ -123,7 +127,7 @@ describe('meshlane CLI (real nats-server, auditor credentials)', () => {
   }, 150_000);
 
   beforeEach(async () => {
-    const users = busUsers({
+    const accounts = busAccounts({
       controlplane: cred.controlplane,
       auditor: cred.auditor,
       nodes: [
@@ -131,7 +135,7 @@ describe('meshlane CLI (real nats-server, auditor credentials)', () => {
         { node: 'node-b', credential: cred.nodeB },
       ],
     });
-    nats = await NatsServer.start({ config: renderAuthorization(users) });
+    nats = await NatsServer.start({ config: renderAccounts(accounts) });
     cp = await connectAs({ role: 'controlplane' });
     kv = await setupBus(cp, DEFAULT_LIMITS);
     model = new ClusterModel({ syncGate: false });
@@ -157,7 +161,7 @@ describe('meshlane CLI (real nats-server, auditor credentials)', () => {
 
   async function connectAs(p: Principal): Promise<NatsConnection> {
     const c = p.role === 'controlplane' ? cred.controlplane : p.role === 'auditor' ? cred.auditor : p.node === 'node-a' ? cred.nodeA : cred.nodeB;
-    const nc = await nats.connect({ user: c.user, pass: c.password, inboxPrefix: inboxPrefix(p), timeout: WAIT });
+    const nc = await nats.connect({ user: c.user, pass: c.password, timeout: WAIT });
     conns.push(nc);
     return nc;
   }
@@ -173,10 +177,17 @@ describe('meshlane CLI (real nats-server, auditor credentials)', () => {
   async function follow(node: 'node-a' | 'node-b'): Promise<NodeFollower> {
     const p: Principal = { role: 'worker', node };
     const nc = await connectAs(p);
-    const f = new NodeFollower({ nc, node, reconciler: { apply: () => ({ changed: {} }) }, logger: log, inboxPrefix: inboxPrefix(p) });
+    const f = new NodeFollower({ nc, node, reconciler: { apply: () => ({ changed: {} }) }, logger: log, pollMs: 200 });
     followers.push(f);
-    await f.start();
+    f.start();
     return f;
+  }
+
+  /** The leader's heartbeat, as BusLeadership publishes it. */
+  async function publishLeader(st: ControlPlaneStatus): Promise<void> {
+    cp.publish(subjects.controlplaneStatus, JSON.stringify(st));
+    await cp.flush();
+    await new Promise((r) => setTimeout(r, 50));
   }
 
   async function publishStatus(s: WorkerStatus): Promise<void> {
@@ -202,16 +213,16 @@ describe('meshlane CLI (real nats-server, auditor credentials)', () => {
     await tail.waitErr(/following /);
 
     await step(model.upsertPod(pod('x', 'node-a', 1)));
-    await tail.waitOut(/node-a\s+delta\s+gen 0->1\s+endpoints \+1 -0\s+pairs \+0 -0/, 'the first delta');
+    await tail.waitOut(/node-a\s+delta\s+gen 0->1\s+endpoints \+1 -0/, 'the first delta');
     await step(model.upsertPod(pod('y', 'node-a', 2)));
-    await tail.waitOut(/node-a\s+delta\s+gen 1->2\s+endpoints \+1 -0\s+pairs \+2 -0/, 'the second delta');
+    await tail.waitOut(/node-a\s+delta\s+gen 1->2\s+endpoints \+1 -0/, 'the second delta');
     await tail.waitOut(/node-a\s+applied\s+gen 2\s+source worker\/node-a/, 'the worker applying it');
     await publishStatus(workerStatus('node-a', worker.state.generation));
     await tail.waitOut(/node-a\s+status\s+applied gen 2\s+desired gen 2\s+bus connected/, 'the status');
 
     // A malformed delta: shown as such, then the worker's rejection with the field.
     const bad = { ...rawDelta('node-a', 2, 3), upsertEndpoints: [{ pod: 'default/q', ips: ['10.0.0.300'] }] };
-    await jetstream(cp).publish(subjects.delta('node-a'), JSON.stringify(bad));
+    await jetstream(cp).publish(subjects.delta('node-a', 2), JSON.stringify(bad));
     await tail.waitOut(/node-a\s+delta\s+gen 2->3\s+INVALID \$\.upsertEndpoints\[0\]/, 'the invalid delta');
     const rejection = await tail.waitOut(/.*node-a\s+rejected\s+.*/, 'the rejection');
     expect(rejection).toMatch(/^\d{4}-\d\d-\d\dT\S+Z\s+node-a\s+rejected\s+gen 2\s+source worker\/node-a\s+field \$\.upsertEndpoints\[0\]\.ips\[0\]\s+reason /);
@@ -257,15 +268,23 @@ describe('meshlane CLI (real nats-server, auditor credentials)', () => {
     // A delta past node-a's snapshot: desired comes from the stream.
     await step(model.upsertPod(pod('v', 'node-a', 5)), false);
     await publishStatus(workerStatus('node-a', 3));
-    await publishStatus(workerStatus('node-b', 0, { desiredGeneration: 1, lastError: 'map ml_pairs is full' }));
+    await publishStatus(workerStatus('node-b', 0, { desiredGeneration: 1, lastError: 'map ml_endpoints is full' }));
 
+    // No leader heartbeat on the bus: nobody is publishing, whatever the nodes say.
     let st = run(['status']);
+    expect(await st.exit()).toBe(1);
+    expect(st.lines[0]).toBe('control plane: no leader heartbeat');
+    expect(st.out).toMatch(/PROBLEM: no leader heartbeat on the bus/);
+
+    await publishLeader(leaderStatus());
+    st = run(['status']);
     expect(await st.exit()).toBe(1);
     const rowA = st.lines.find((l) => l.startsWith('node-a')) ?? '';
     const rowB = st.lines.find((l) => l.startsWith('node-b')) ?? '';
-    expect(st.lines[0]).toMatch(/^NODE\s+DESIRED\s+APPLIED\s+LAG\s+BUS\s+HEARTBEAT\s+STATE\s+PAIRED\s+BYTES_REDIRECTED\s+HELD\s+LAST_ERROR$/);
+    expect(st.lines[0]).toMatch(/^control plane: controlplane\/test leads with epoch 1, 2 node\(s\), heartbeat \d+s ago, 0 repair\(s\)$/);
+    expect(st.lines[1]).toMatch(/^NODE\s+DESIRED\s+APPLIED\s+LAG\s+BUS\s+HEARTBEAT\s+STATE\s+PAIRED\s+BYTES_REDIRECTED\s+HELD\s+LAST_ERROR$/);
     expect(rowA).toMatch(/^node-a\s+3\s+3\s+0\s+connected\s+\d+s ago\s+converged\s+6\s+2\.0KiB\s+4\s+-$/);
-    expect(rowB).toMatch(/^node-b\s+1\s+0\s+1\s+connected\s+\d+s ago\s+LAGGING\s+6\s+2\.0KiB\s+4\s+map ml_pairs is full$/);
+    expect(rowB).toMatch(/^node-b\s+1\s+0\s+1\s+connected\s+\d+s ago\s+LAGGING\s+6\s+2\.0KiB\s+4\s+map ml_endpoints is full$/);
     expect(st.out).toMatch(/1 of 2 node\(s\) not converged/);
 
     await publishStatus(workerStatus('node-b', 1));
@@ -277,6 +296,17 @@ describe('meshlane CLI (real nats-server, auditor credentials)', () => {
       ['node-a', 3, 'delta', 3, 'converged'],
       ['node-b', 1, 'snapshot', 1, 'converged'],
     ]);
+
+    // Every node has applied what is on the bus, but the leader cannot publish one of them: not converged.
+    await publishLeader(leaderStatus({ refused: { 'node-c': 'snapshot of 2000000 bytes is over the server\'s max_payload of 1048576' } }));
+    st = run(['status']);
+    expect(await st.exit()).toBe(1);
+    expect(st.out).toMatch(/PROBLEM: node node-c cannot be published: snapshot of 2000000 bytes/);
+    expect(st.out).toMatch(/the control plane has problems/);
+    await publishLeader(leaderStatus({ fenced: 'fenced: node node-a: delta 7 written by leader epoch 2' }));
+    st = run(['status', '--json']);
+    expect(await st.exit()).toBe(1);
+    expect((JSON.parse(st.out) as { controlplane: { problems: string[] } }).controlplane.problems).toEqual([expect.stringMatching(/is fenced and publishes nothing/)]);
 
     await new Promise((r) => setTimeout(r, 1500));
     st = run(['status', '--stale-after', '1s']);
@@ -300,15 +330,15 @@ describe('meshlane CLI (real nats-server, auditor credentials)', () => {
     expect(text.out).toMatch(/default\/w\s+10\.0\.0\.4\s+yes\s+yes/);
     expect(text.out).toMatch(/default\/y\s+10\.0\.0\.2\s+yes\s+yes/);
     expect(text.out).not.toMatch(/default\/x/);
-    expect(text.out).toMatch(/accelerated pairs \(2\):\nCLIENT\s+SERVER\ndefault\/w\s+default\/y\ndefault\/y\s+default\/w/);
+    expect(text.out).toMatch(/sidecar pairs: every two accelerated endpoints, 2 directed pair\(s\)/);
 
     const json = run(['pairs', '--node', 'node-a', '--json']);
     expect(await json.exit()).toBe(0);
-    const got = JSON.parse(json.out) as { generation: number; endpoints: unknown[]; pairs: unknown[]; deltasApplied: number };
+    const got = JSON.parse(json.out) as { generation: number; endpoints: unknown[]; acceleratedPairs: number; deltasApplied: number };
     expect(got.generation).toBe(4);
     expect(got.deltasApplied).toBe(2);
     expect(got.endpoints).toEqual(want?.endpoints);
-    expect(got.pairs).toEqual(want?.pairs);
+    expect(got.acceleratedPairs).toBe(2);
 
     const none = run(['pairs', '--node', 'node-zz']);
     expect(await none.exit()).toBe(2);
