@@ -18,10 +18,8 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Kvm } from '@nats-io/kv';
-import { jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { SNAPSHOT_BUCKET, busUsers, inboxPrefix, parseJson, renderAuthorization, subjects, userName } from '@meshlane/proto';
+import { busAccounts, parseJson, renderAccounts, subjects, userName } from '@meshlane/proto';
 import { readSnapshot } from '@meshlane/proto/bus';
 import { TOOLS, TestCluster, type Pod } from '../harness/cluster.js';
 import { ControlPlaneProc } from '../harness/controlplane.js';
@@ -63,15 +61,15 @@ async function main(): Promise<void> {
     const secret = (n: string) => `demo-${n}-${process.pid}`;
     const nodes = ['node-1', 'node-2'].map((n) => c.nodeName(n));
     nats = await NatsServer.start({
-      config: renderAuthorization(
-        busUsers({
+      config: renderAccounts(
+        busAccounts({
           controlplane: { user: 'controlplane', password: secret('cp') },
           auditor: { user: 'auditor', password: secret('auditor') },
           nodes: nodes.map((node) => ({ node, credential: { user: userName({ role: 'worker', node }), password: secret(node) } })),
         }),
       ),
     });
-    say(`  nats-server ${nats.url}: JetStream, one user per node (a node's worker reads only its own subjects)`);
+    say(`  nats-server ${nats.url}: JetStream, one NATS account per node (a node's worker reads only its own state)`);
 
     const productpage = await c.addPod({ name: 'productpage', node: 'node-1', index: 1, meshed: true });
     const reviews = await c.addPod({ name: 'reviews', node: 'node-1', index: 2, meshed: true, servers: { 8080: 'echo' } });
@@ -92,7 +90,7 @@ async function main(): Promise<void> {
     }
 
     // An operator's view: everything on the bus, as the read-only auditor.
-    audit = await nats.connect({ user: 'auditor', pass: secret('auditor'), inboxPrefix: inboxPrefix({ role: 'auditor' }) });
+    audit = await nats.connect({ user: 'auditor', pass: secret('auditor') });
     const seen = { deltas: 0, statuses: 0, applied: 0, rejected: 0 };
     const lines: string[] = [];
     const sub = audit.subscribe(subjects.everything);
@@ -140,13 +138,12 @@ async function main(): Promise<void> {
 
     say('\n  plain vs meshlane, productpage -> reviews through both sidecars (3000 round trips each).');
     say('  "plain": the namespace opted out by editing its manifest (meshlane.io/accelerate: "false"),');
-    say('  which the control plane turns into deltas that remove the pairs on node-1.\n');
+    say('  which the control plane turns into deltas that stop accelerating its endpoints on node-1.\n');
     say('  | size    | plain p50 / p99 (us) | meshlane p50 / p99 (us) | p50 speedup |');
     say('  |---------|----------------------|-------------------------|-------------|');
     const pairs = async () => {
-      const js = jetstream(audit!, { watcherPrefix: inboxPrefix({ role: 'auditor' }) });
-      const kv = await new Kvm(js).open(SNAPSHOT_BUCKET, { allow_direct: true });
-      return (await readSnapshot(kv, c.nodeName('node-1')))?.snapshot.state.pairs.length ?? -1;
+      const eps = (await readSnapshot(audit!, c.nodeName('node-1'), 5000))?.snapshot.state.endpoints.filter((e) => e.accelerate).length ?? 0;
+      return eps * (eps - 1);
     };
     for (const size of [1, 1024, 16384]) {
       let mark = w1.log.length;
@@ -159,7 +156,7 @@ async function main(): Promise<void> {
       const fast = await rr(productpage, reviews.ip4, size);
       say(`  | ${`${size} B`.padEnd(7)} | ${`${plain.p50_us.toFixed(1)} / ${plain.p99_us.toFixed(1)}`.padEnd(20)} | ${`${fast.p50_us.toFixed(1)} / ${fast.p99_us.toFixed(1)}`.padEnd(23)} | ${`${(plain.p50_us / fast.p50_us).toFixed(2)}x`.padEnd(11)} |`);
     }
-    say(`\n  node-1 accelerated pairs in its snapshot: ${await pairs()} (productpage <-> reviews, both directions)`);
+    say(`\n  node-1 accelerated sidecar pairs in its snapshot: ${await pairs()} (productpage <-> reviews, both directions)`);
 
     const k = w1.counters();
     say('\n  node-1 counters (meshlane-worker status / /metrics):');

@@ -15,7 +15,7 @@ import { measure } from '../harness/counters.js';
 import { ControlPlaneProc } from '../harness/controlplane.js';
 import { NatsServer } from '../harness/nats.js';
 import { FakeKubeApiServer, namespaceFixture, nodeFixture, podFixture } from '../fakes/kube-apiserver.js';
-import { busUsers, renderAuthorization, userName } from '@meshlane/proto';
+import { busAccounts, renderAccounts, userName } from '@meshlane/proto';
 import { waitFor as waitUntil } from '../harness/wait.js';
 
 const waitFor = (what: string, pred: () => boolean, ms = 15000) => waitUntil(what, pred, ms);
@@ -33,14 +33,14 @@ describe('e2e - apiserver to BPF maps through NATS', () => {
 
   beforeAll(async () => {
     c = new TestCluster(['n1', 'n2']);
-    // Per-node credentials and permissions, as deployed: each worker can
-    // only read its own node's snapshot and deltas.
-    const users = busUsers({
+    // One NATS account per node, as deployed: each worker can only read
+    // its own node's snapshot and deltas.
+    const accounts = busAccounts({
       controlplane: { user: 'controlplane', password: 'cp-secret' },
       auditor: { user: 'auditor', password: 'audit-secret' },
       nodes: ['n1', 'n2'].map((n) => ({ node: c.nodeName(n), credential: { user: userName({ role: 'worker', node: c.nodeName(n) }), password: `${n}-secret` } })),
     });
-    nats = await NatsServer.start({ config: renderAuthorization(users) });
+    nats = await NatsServer.start({ config: renderAccounts(accounts) });
     api = await FakeKubeApiServer.start({ bookmarkIntervalMs: 500 });
     api.create(namespaceFixture('default'));
     api.create(nodeFixture(c.nodeName('n1')));

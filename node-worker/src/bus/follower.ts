@@ -131,6 +131,7 @@ export class NodeFollower {
         this.kick();
       },
     });
+    this.o.logger.info({ subject: subjects.nodeDeltas(this.o.node), pollMs: this.o.pollMs ?? 5000 }, 'following the bus');
     this.kick();
   }
 
