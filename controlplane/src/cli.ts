@@ -164,7 +164,14 @@ async function main(): Promise<void> {
   }
   cp.start();
   leadership?.start();
-  const server = await serveOps(values['metrics-addr'], registry, () => cp.ready());
+  const server = await serveOps(values['metrics-addr'], registry, () => {
+    if (!cp.ready()) return 'sources not synced';
+    const h = leadership?.health();
+    if (h?.fenced) return `publishing stopped: ${h.fenced}`;
+    const refused = Object.entries(h?.refused ?? {});
+    if (refused.length) return `${refused.length} node(s) cannot be published: ${refused.slice(0, 3).map(([n, why]) => `${n}: ${why}`).join('; ')}`;
+    return undefined;
+  });
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', () => resolve());
     process.once('SIGINT', () => resolve());

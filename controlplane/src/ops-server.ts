@@ -2,7 +2,10 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 
-export function serveOps(addr: string, registry: Registry, ready: () => boolean): Promise<Server> {
+/** Undefined when ready, else why not (the body of the 503). */
+export type Readiness = () => string | undefined;
+
+export function serveOps(addr: string, registry: Registry, notReady: Readiness): Promise<Server> {
   const i = addr.lastIndexOf(':');
   const host = i > 0 ? addr.slice(0, i) : '0.0.0.0';
   const port = Number(i >= 0 ? addr.slice(i + 1) : addr);
@@ -12,7 +15,10 @@ export function serveOps(addr: string, registry: Registry, ready: () => boolean)
       res.end(body);
     };
     if (req.url === '/healthz') return send(200, 'ok\n');
-    if (req.url === '/readyz') return ready() ? send(200, 'ok\n') : send(503, 'not ready: sources not synced\n');
+    if (req.url === '/readyz') {
+      const why = notReady();
+      return why === undefined ? send(200, 'ok\n') : send(503, `not ready: ${why}\n`);
+    }
     if (req.url === '/metrics') {
       registry.metrics().then((m) => send(200, m, registry.contentType), (err: Error) => send(500, `${err.message}\n`));
       return;

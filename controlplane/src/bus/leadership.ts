@@ -103,7 +103,11 @@ export class BusLeadership {
       return;
     }
     elector.onStartedLeading((epoch) => void this.lead(epoch));
-    elector.onStoppedLeading(() => this.standBy());
+    elector.onStoppedLeading(() => {
+      // Another replica leads now: being fenced by it is no longer news.
+      this.fencedReason = undefined;
+      this.standBy();
+    });
     elector.start();
   }
 
