@@ -1,26 +1,37 @@
 /**
  * Makes the NATS credentials of a meshlane install (never committed):
  *
- *   Secret meshlane-nats-auth             auth.conf: every user with its
- *                                         permissions (proto/src/permissions.ts),
+ *   Secret meshlane-nats-accounts         accounts.conf: every NATS account
+ *                                         with its one user, imports, exports
+ *                                         and limits (proto/src/accounts.ts),
  *                                         included by the NATS servers' nats.conf
  *   Secret meshlane-nats-credentials      controlplane, auditor: their passwords
  *   Secret meshlane-nats-node-credentials node-<token>: one password per node,
  *                                         mounted only by the worker's init step,
  *                                         which copies its own node's
  *
- * Run it again whenever nodes join or leave (e.g. from a CronJob or CI), with
- * --keep pointing at the current Secrets so that existing passwords stay:
+ * A node's account exists only once this has run with the node's name: run it
+ * again whenever nodes join or leave (e.g. from a CronJob or CI), with --keep
+ * pointing at the current Secrets so that existing passwords stay (a worker
+ * whose password changed would be refused until its pod restarts):
  *
+ *   kubectl -n istio-system get secret meshlane-nats-credentials meshlane-nats-node-credentials -o yaml > current.yaml
  *   kubectl get nodes -o name | sed 's|node/||' | xargs \
  *     node --import tsx deploy/credentials.ts --namespace istio-system --keep current.yaml > secrets.yaml
- *   kubectl apply -f secrets.yaml   # the NATS reloader picks auth.conf up
+ *   kubectl apply -f secrets.yaml   # the NATS reloader picks accounts.conf up
+ *
+ * Until then the worker of a new node fails its init step, naming the node.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import yaml from 'js-yaml';
-import { busUsers, renderAuthorization, userName, type DeltaAccess } from '../proto/src/permissions.js';
+import { busAccounts, renderAccounts, userName } from '../proto/src/accounts.js';
+
+export const ACCOUNTS_SECRET = 'meshlane-nats-accounts';
+export const ACCOUNTS_KEY = 'accounts.conf';
+export const CREDENTIALS_SECRET = 'meshlane-nats-credentials';
+export const NODE_CREDENTIALS_SECRET = 'meshlane-nats-node-credentials';
 
 export interface Secret {
   apiVersion: 'v1';
@@ -34,57 +45,61 @@ function secret(name: string, namespace: string, stringData: Record<string, stri
   return { apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace, labels: { 'app.kubernetes.io/part-of': 'meshlane' } }, type: 'Opaque', stringData };
 }
 
-/** Passwords already issued, from a YAML stream of Secrets (stringData or data). */
+/** Passwords already issued, from a YAML stream of Secrets or a List of them (stringData or data). */
 export function existingPasswords(text: string): Map<string, string> {
   const out = new Map<string, string>();
-  for (const doc of yaml.loadAll(text)) {
-    if (doc === null || typeof doc !== 'object') continue;
-    const d = doc as { kind?: unknown; metadata?: { name?: unknown }; stringData?: Record<string, unknown>; data?: Record<string, unknown> };
-    if (d.kind !== 'Secret' || (d.metadata?.name !== 'meshlane-nats-credentials' && d.metadata?.name !== 'meshlane-nats-node-credentials')) continue;
-    for (const [k, v] of Object.entries(d.stringData ?? {})) if (typeof v === 'string') out.set(k, v);
+  const visit = (doc: unknown): void => {
+    if (doc === null || typeof doc !== 'object') return;
+    const d = doc as { kind?: unknown; items?: unknown; metadata?: { name?: unknown }; stringData?: Record<string, unknown>; data?: Record<string, unknown> };
+    // `kubectl get secret a b -o yaml` prints a List.
+    if (d.kind === 'List' && Array.isArray(d.items)) return d.items.forEach(visit);
+    if (d.kind !== 'Secret' || (d.metadata?.name !== CREDENTIALS_SECRET && d.metadata?.name !== NODE_CREDENTIALS_SECRET)) return;
     for (const [k, v] of Object.entries(d.data ?? {})) if (typeof v === 'string') out.set(k, Buffer.from(v, 'base64').toString('utf8'));
-  }
+    for (const [k, v] of Object.entries(d.stringData ?? {})) if (typeof v === 'string') out.set(k, v);
+  };
+  for (const doc of yaml.loadAll(text)) visit(doc);
   return out;
 }
 
-export function generateCredentials(nodes: readonly string[], opts: { namespace?: string; keep?: Map<string, string>; deltaAccess?: DeltaAccess } = {}): Secret[] {
+export function generateCredentials(nodes: readonly string[], opts: { namespace?: string; keep?: Map<string, string> } = {}): Secret[] {
   const ns = opts.namespace ?? 'istio-system';
   const pw = (user: string): string => opts.keep?.get(user) ?? randomBytes(24).toString('base64url');
-  const controlplane = { user: 'controlplane', password: pw('controlplane') };
-  const auditor = { user: 'auditor', password: pw('auditor') };
+  const controlplane = { user: userName({ role: 'controlplane' }), password: pw(userName({ role: 'controlplane' })) };
+  const auditor = { user: userName({ role: 'auditor' }), password: pw(userName({ role: 'auditor' })) };
   const perNode = [...new Set(nodes)].sort().map((node) => {
     const user = userName({ role: 'worker', node });
     return { node, credential: { user, password: pw(user) } };
   });
-  const users = busUsers({ controlplane, auditor, nodes: perNode, deltaAccess: opts.deltaAccess ?? 'ordered' });
+  // Checks the names (DNS-1123, unique also once '.' becomes '_').
+  const accounts = busAccounts({ controlplane, auditor, nodes: perNode });
   return [
-    secret('meshlane-nats-auth', ns, { 'auth.conf': renderAuthorization(users) }),
-    secret('meshlane-nats-credentials', ns, { controlplane: controlplane.password, auditor: auditor.password }),
-    secret('meshlane-nats-node-credentials', ns, Object.fromEntries(perNode.map((n) => [n.credential.user, n.credential.password]))),
+    secret(ACCOUNTS_SECRET, ns, { [ACCOUNTS_KEY]: renderAccounts(accounts) }),
+    secret(CREDENTIALS_SECRET, ns, { [controlplane.user]: controlplane.password, [auditor.user]: auditor.password }),
+    secret(NODE_CREDENTIALS_SECRET, ns, Object.fromEntries(perNode.map((n) => [n.credential.user, n.credential.password]))),
   ];
 }
+
+const USAGE = 'usage: credentials.ts [--namespace NS] [--keep secrets.yaml] NODE...\n';
 
 function main(): void {
   const args = process.argv.slice(2);
   let namespace = 'istio-system';
   let keep: Map<string, string> | undefined;
-  let deltaAccess: DeltaAccess = 'ordered';
   const nodes: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i] ?? '';
     if (a === '--namespace') namespace = args[++i] ?? namespace;
     else if (a === '--keep') keep = existingPasswords(readFileSync(args[++i] ?? '', 'utf8'));
-    else if (a === '--delta-access') {
-      const v = args[++i];
-      if (v !== 'ordered' && v !== 'durable') throw new Error('--delta-access is ordered or durable');
-      deltaAccess = v;
+    else if (a.startsWith('-')) {
+      process.stderr.write(`credentials.ts: unknown option ${a}\n${USAGE}`);
+      process.exit(2);
     } else nodes.push(a);
   }
   if (nodes.length === 0) {
-    process.stderr.write('usage: credentials.ts [--namespace NS] [--keep secrets.yaml] [--delta-access ordered|durable] NODE...\n');
+    process.stderr.write(USAGE);
     process.exit(2);
   }
-  process.stdout.write(generateCredentials(nodes, { namespace, keep, deltaAccess }).map((s) => yaml.dump(s, { lineWidth: -1 })).join('---\n'));
+  process.stdout.write(generateCredentials(nodes, { namespace, ...(keep ? { keep } : {}) }).map((s) => yaml.dump(s, { lineWidth: -1 })).join('---\n'));
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) main();

@@ -48,7 +48,7 @@ async function run(nodes: number) {
   const rec = new Reconciler(model, { switches: { enabled: true, appSockets: true, maxQueuedBytes: 1 << 24 }, autoFlush: false });
   let deltaEntries = 0;
   rec.onUpdate((u) => {
-    deltaEntries += u.delta.upsertEndpoints.length + u.delta.removeEndpoints.length + u.delta.addPairs.length + u.delta.removePairs.length;
+    deltaEntries += u.delta.upsertEndpoints.length + u.delta.removeEndpoints.length;
   });
 
   // Initial full computation: everything listed, every proxy synced, every node reconciled.

@@ -30,7 +30,7 @@ import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { pino } from 'pino';
 import type { NodeState } from '@meshlane/proto';
-import { NodeFollower, type StateApplier } from '@meshlane/node-worker';
+import { NodeFollower, compileNodeState, type StateApplier } from '@meshlane/node-worker';
 import { classifyPod } from '../../controlplane/src/classify/mod.js';
 import { BusPublisher, DEFAULT_SNAPSHOT_INTERVAL_MS } from '../../controlplane/src/bus/publisher.js';
 import { DEFAULT_LIMITS, setupBus } from '../../controlplane/src/bus/setup.js';
@@ -48,6 +48,8 @@ const MISSED = Number(process.env.BENCH_E2E_MISSED ?? 10_000);
 const SNAPSHOT_INTERVAL_MS = DEFAULT_SNAPSHOT_INTERVAL_MS;
 const GOAL_P99_MS = 50;
 const GOAL_CATCHUP_MS = 1000;
+/** "Far under max_payload" (1 MiB) for a 250-pod node: a quarter of it. */
+const GOAL_SNAPSHOT_BYTES = 256 << 10;
 
 const log = pino({ level: process.env.MESHLANE_TEST_LOG ?? 'silent' });
 const nodeName = (n: number) => `node-${n}`;
@@ -239,7 +241,7 @@ class Rig {
     const f = new NodeFollower({ nc, node, reconciler: applier, logger: log });
     const w = { node, nc, f, applier };
     this.workers.set(node, w);
-    await f.start();
+    f.start();
     return w;
   }
 
@@ -395,6 +397,75 @@ async function churn(rig: Rig, rate: number) {
   };
 }
 
+/**
+ * A realistically named node of `pods` pods (Deployment pods: 30-45
+ * character names in 20-character namespaces, dual-stack, Istio's default
+ * exclusions plus one excluded outbound range): the size of its snapshot,
+ * of its first delta and of a one-pod change, the time to publish them, and
+ * the time a fresh worker takes to read and compile (compileNodeState, the
+ * map writes are bench:datapath's) the whole state.
+ */
+async function stateSize(rig: Rig, pods: number) {
+  const node = `big-${pods}.example.internal`;
+  const name = (i: number) => `${['reviews', 'productpage', 'ratings-backend', 'details-frontend-canary'][i % 4]}-v${i % 3}-${(0x5b64f47978 + i * 7919).toString(16)}-${(i * 104729).toString(36).padStart(5, 'x').slice(-5)}`;
+  const objs = Array.from({ length: pods }, (_, i) =>
+    podFixture({
+      name: name(i),
+      namespace: `team-${['payments', 'search', 'checkout'][i % 3]}-production`.slice(0, 20),
+      node,
+      ip: `10.${100 + (pods % 50)}.${Math.floor(i / 250)}.${(i % 250) + 1}`,
+      annotations: { 'traffic.sidecar.istio.io/excludeOutboundIPRanges': '169.254.169.254/32', 'traffic.sidecar.istio.io/excludeInboundPorts': '9090,9091' },
+    }) as unknown as V1Pod,
+  );
+  for (const [i, o] of objs.entries()) {
+    o.status = { ...o.status, podIPs: [{ ip: o.status?.podIP ?? '' }, { ip: `fd00:${100 + (pods % 50)}::${(i + 1).toString(16)}` }] };
+  }
+  const before = { deltaBytes: rig.pub.stats.deltaBytes, snapshots: rig.snapshotBytes };
+  let t0 = now();
+  const touched = new Set<string>();
+  for (const o of objs) for (const n of rig.model.upsertPod(classifyPod(o))) touched.add(n);
+  rig.rec.touch(touched);
+  rig.rec.flush();
+  await rig.published();
+  await rig.pub.flush();
+  const publishFirstMs = now() - t0;
+  const firstDelta = rig.pub.stats.deltaBytes - before.deltaBytes;
+  const state = rig.rec.state(node)!;
+  const snapshotBytes = Buffer.byteLength(JSON.stringify({ apiVersion: 'meshlane.io/v1alpha2', kind: 'Snapshot', deltaSeq: 1, epoch: 1, state }));
+  // A one-pod change (an opt-out relabel): one endpoint in the delta.
+  const one = objs[0]!;
+  one.metadata = { ...one.metadata, labels: { ...one.metadata?.labels, 'meshlane.io/accelerate': 'false' } };
+  const mid = rig.pub.stats.deltaBytes;
+  t0 = now();
+  rig.rec.touch(rig.model.upsertPod(classifyPod(one)));
+  rig.rec.flush();
+  await rig.published();
+  const publishOneMs = now() - t0;
+  const oneDelta = rig.pub.stats.deltaBytes - mid;
+  await rig.pub.flush();
+  // A fresh worker: reads the snapshot, compiles the whole state.
+  let compileMs = 0;
+  let entries = 0;
+  const applier: StateApplier = {
+    apply(st) {
+      const c0 = now();
+      const d = compileNodeState(st);
+      compileMs = now() - c0;
+      entries = Object.values(d.maps).reduce((n, m) => n + m.size, 0);
+      return { changed: {} };
+    },
+  };
+  const wnc = await rig.nats.connect({ name: `bench-${node}` });
+  const f = new NodeFollower({ nc: wnc, node, reconciler: applier, logger: log });
+  t0 = now();
+  f.start();
+  await waitFor(`${node} applied`, () => f.state.generation === rig.rec.generation(node), 30_000);
+  const applyMs = now() - t0;
+  await f.stop();
+  await wnc.close();
+  return { pods, snapshot_bytes: snapshotBytes, first_delta_bytes: firstDelta, one_pod_delta_bytes: oneDelta, publish_first_ms: publishFirstMs, publish_one_pod_ms: publishOneMs, worker_read_apply_ms: applyMs, compile_ms: compileMs, map_entries: entries, snapshot_writes_bytes: rig.snapshotBytes - before.snapshots };
+}
+
 /** Stops the target's worker, publishes MISSED one-relabel deltas of its node, and times a fresh worker's catch-up. */
 async function catchUp(rig: Rig, node: number, mode: 'snapshot' | 'replay') {
   const name = nodeName(node);
@@ -422,7 +493,6 @@ async function catchUp(rig: Rig, node: number, mode: 'snapshot' | 'replay') {
     snapshot_generation: snapshotGen,
     target_generation: target,
     deltas_applied: w.applier.applies - 1,
-    gaps: w.f.stats.gaps,
     resyncs: w.f.stats.resyncs,
     rejected: w.f.stats.rejected,
     start_ms: startedMs,
@@ -455,7 +525,9 @@ async function main(): Promise<void> {
       process.stderr.write(`churn at ${rate} events/s for ${SECONDS} s...\n`);
       churnRows.push(await churn(a, rate));
     }
-    const workerStats = [...a.workers.values()].reduce((s, w) => ({ gaps: s.gaps + w.f.stats.gaps, resyncs: s.resyncs + w.f.stats.resyncs, rejected: s.rejected + w.f.stats.rejected, duplicates: s.duplicates + w.f.stats.duplicates }), { gaps: 0, resyncs: 0, rejected: 0, duplicates: 0 });
+    const workerStats = [...a.workers.values()].reduce((s, w) => ({ resyncs: s.resyncs + w.f.stats.resyncs, rejected: s.rejected + w.f.stats.rejected, retries: s.retries + w.f.stats.retries }), { resyncs: 0, rejected: 0, retries: 0 });
+    process.stderr.write('node state size at 110 and 250 pods...\n');
+    const sizeRows = [await stateSize(a, 110), await stateSize(a, 250)];
     process.stderr.write(`catch-up from the snapshot after ${MISSED} missed deltas...\n`);
     const catchRows = [await catchUp(a, 0, 'snapshot')];
     await a.stop();
@@ -489,11 +561,17 @@ async function main(): Promise<void> {
       '|---|---|---|---|---|---|---|---|',
       ...churnRows.map((r) => `| ${r.rate} | ${f(r.delta_bytes_per_event, 0)} | ${f(r.snapshot_bytes_per_event, 0)} (${r.snapshot_writes}) | ${f(r.cp_wire_in_bytes_per_event, 0)} | ${f(r.workers_wire_out_bytes_per_event, 0)} | ${f(r.workers_wire_in_bytes_per_event, 0)} | ${f(r.server_in_bytes_per_event, 0)} | ${f(r.server_out_bytes_per_event, 0)} |`),
       '',
+      '### one node\'s state on the bus (realistic names, dual-stack; NATS max_payload 1 MiB)',
+      '',
+      '| pods | snapshot | first delta | one-pod delta | snapshot < 256 KiB | publish first state (ms) | publish one-pod change (ms) | fresh worker read + compile (ms) | compile alone (ms) | map entries |',
+      '|---|---|---|---|---|---|---|---|---|---|',
+      ...sizeRows.map((r) => `| ${r.pods} | ${(r.snapshot_bytes / 1024).toFixed(1)} KiB | ${(r.first_delta_bytes / 1024).toFixed(1)} KiB | ${r.one_pod_delta_bytes} B | ${ok(r.snapshot_bytes < GOAL_SNAPSHOT_BYTES)} | ${f(r.publish_first_ms)} | ${f(r.publish_one_pod_ms, 2)} | ${f(r.worker_read_apply_ms)} | ${f(r.compile_ms, 2)} | ${r.map_entries} |`),
+      '',
       `### catch-up after ${MISSED} missed deltas`,
       '',
-      '| mode | snapshot gen | target gen | deltas applied | follower start (ms) | catch-up (ms) | < 1 s | resyncs / gaps / rejected |',
+      '| mode | snapshot gen | target gen | deltas applied | follower start (ms) | catch-up (ms) | < 1 s | resyncs / rejected |',
       '|---|---|---|---|---|---|---|---|',
-      ...catchRows.map((r) => `| ${r.mode} | ${r.snapshot_generation} | ${r.target_generation} | ${r.deltas_applied} | ${f(r.start_ms)} | ${f(r.catch_up_ms)} | ${ok(r.catch_up_ms < GOAL_CATCHUP_MS)} | ${r.resyncs} / ${r.gaps} / ${r.rejected} |`),
+      ...catchRows.map((r) => `| ${r.mode} | ${r.snapshot_generation} | ${r.target_generation} | ${r.deltas_applied} | ${f(r.start_ms)} | ${f(r.catch_up_ms)} | ${ok(r.catch_up_ms < GOAL_CATCHUP_MS)} | ${r.resyncs} / ${r.rejected} |`),
       '',
       ...churnRows.map((r) => `${r.rate} events/s: ${r.over_500ms} events over 500 ms; slowest ${JSON.stringify(r.slowest.slice(0, 5))}`),
       `worker totals during churn: ${JSON.stringify(workerStats)}; publish errors: ${publishErrors.length}`,
@@ -502,7 +580,7 @@ async function main(): Promise<void> {
     mkdirSync(join(ROOT, 'bench-results'), { recursive: true });
     writeFileSync(
       join(ROOT, 'bench-results/e2e.json'),
-      `${JSON.stringify({ when: new Date().toISOString(), nodes: NODES, podsPerNode: PODS_PER_NODE, seconds: SECONDS, snapshotIntervalMs: SNAPSHOT_INTERVAL_MS, goals: { p99_ms: GOAL_P99_MS, catch_up_ms: GOAL_CATCHUP_MS }, churn: churnRows, catchUp: catchRows, workerStats, publishErrors: publishErrors.slice(0, 20) }, null, 2)}\n`,
+      `${JSON.stringify({ when: new Date().toISOString(), nodes: NODES, podsPerNode: PODS_PER_NODE, seconds: SECONDS, snapshotIntervalMs: SNAPSHOT_INTERVAL_MS, goals: { p99_ms: GOAL_P99_MS, catch_up_ms: GOAL_CATCHUP_MS, snapshot_bytes_250_pods: GOAL_SNAPSHOT_BYTES }, stateSize: sizeRows, churn: churnRows, catchUp: catchRows, workerStats, publishErrors: publishErrors.slice(0, 20) }, null, 2)}\n`,
     );
     process.stdout.write('\nwritten to bench-results/e2e.json\n');
   } finally {

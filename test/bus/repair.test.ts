@@ -88,7 +88,11 @@ describe('bus - the leader repairs what it cannot publish over, and keeps publis
     cpNc = await nats.connect({ user: 'controlplane', pass: password('cp') });
     conns.push(cpNc);
     audit = [];
-    cpNc.subscribe(subjects.allAudit, { callback: (_e, m) => audit.push(JSON.parse(m.string()) as AuditEvent) });
+    cpNc.subscribe(subjects.allAudit, {
+      callback: (_e, m) => {
+        audit.push(JSON.parse(m.string()) as AuditEvent);
+      },
+    });
     for (const node of NODES) {
       const nc = await nats.connect({ user: userName({ role: 'worker', node }), pass: password(node) });
       conns.push(nc);

@@ -33,7 +33,7 @@ import {
   type NodeState,
   type NodeStateDelta,
 } from '@meshlane/proto';
-import { readDelta, readSnapshot } from '@meshlane/proto/bus';
+import { readDelta, readSnapshot, type StoredMessage } from '@meshlane/proto/bus';
 
 /** What applies a state to the maps: the Reconciler, or a stand-in without BPF. */
 export interface StateApplier {
@@ -63,6 +63,8 @@ export type FollowerErrorKind = 'bus' | 'rejected' | 'apply';
 const MAX_BATCH = 1000;
 /** Further behind than this (by the hints), the snapshot is read first. */
 const SNAPSHOT_AHEAD = 64;
+/** Direct gets in flight while catching up. */
+const PIPELINE = 32;
 
 function emptyState(node: string): NodeState {
   return { apiVersion: NODE_STATE_API_VERSION, kind: 'NodeState', node, generation: 0, switches: DEFAULT_SWITCHES, endpoints: [] };
@@ -238,9 +240,25 @@ export class NodeFollower {
       const acc = new NodeStateAccumulator(this.state);
       const batch: Array<{ seq: number; epoch: number; delta: NodeStateDelta }> = [];
       let epoch = this.epoch;
+      // Every delta moves its node by exactly one generation, so the next
+      // subjects are known in advance: while deltas keep coming, ask for
+      // more of them at once and take the answers in order (a worker far
+      // behind pays one round trip per window, not per delta; a live one
+      // asks for one).
+      const ahead: Array<Promise<StoredMessage | undefined>> = [];
+      let next = acc.currentGeneration;
+      const refill = () => {
+        const window = Math.min(PIPELINE, 1 + batch.length, MAX_BATCH - batch.length);
+        while (ahead.length < window) {
+          const p = readDelta(this.o.nc, this.o.node, next++, this.timeoutMs);
+          p.catch(() => {}); // awaited below, in order; a late one must not go unhandled
+          ahead.push(p);
+        }
+      };
       while (batch.length < MAX_BATCH) {
         const from = acc.currentGeneration;
-        const m = await readDelta(this.o.nc, this.o.node, from, this.timeoutMs);
+        refill();
+        const m = await ahead.shift()!;
         if (!m) break;
         let d: NodeStateDelta;
         try {
