@@ -16,10 +16,17 @@
  *                     the snapshot bucket. The only account that can write
  *                     a delta or a snapshot.
  *   NODE_<token>      one per node, one user (its worker), no JetStream.
- *                     Imports exactly: a direct get of its own snapshot key,
- *                     direct gets of its own delta subjects, the live stream
- *                     of its own delta subjects. Exports exactly: its own
- *                     status subject and its own worker audit subjects.
+ *                     Imports exactly, as services of MESHLANE: a direct get
+ *                     of its own snapshot key, direct gets of its own delta
+ *                     subjects, and its own status and worker audit subjects
+ *                     (so JetStream's acks of them travel back through the
+ *                     server's reply mapping, never to a subject the node
+ *                     names: a stream import would pass the node's reply
+ *                     subject into MESHLANE, and JetStream would "ack" to
+ *                     `$JS.API.STREAM.PURGE.<stream>`, verified on 2.9.10);
+ *                     as a stream, its own delta subjects (live hints).
+ *                     Exports its status and audit subjects as streams to
+ *                     AUDITOR only (which cannot act on a reply).
  *   AUDITOR           read-only operators (`meshlane` CLI). Imports every
  *                     meshlane subject as a stream and the JetStream API's
  *                     read-only requests (info, message gets); nothing it
@@ -178,23 +185,19 @@ export function busAccounts(c: BusCredentials): Account[] {
         publish: { allow: [...own, reads.snapshot, reads.deltas] },
         subscribe: { allow: [subjects.nodeDeltas(node), '_INBOX.>'] },
       },
-      exports: own.map((subject) => ({ kind: 'stream', subject, to: [CONTROLPLANE_ACCOUNT, AUDITOR_ACCOUNT] })),
+      // Straight to the auditor: streams re-exported through MESHLANE do not reach it.
+      exports: own.map((subject) => ({ kind: 'stream', subject, to: [AUDITOR_ACCOUNT] })),
       imports: [
-        { kind: 'service', account: CONTROLPLANE_ACCOUNT, subject: reads.snapshot },
-        { kind: 'service', account: CONTROLPLANE_ACCOUNT, subject: reads.deltas },
+        ...[reads.snapshot, reads.deltas, ...own].map((subject): Import => ({ kind: 'service', account: CONTROLPLANE_ACCOUNT, subject })),
         { kind: 'stream', account: CONTROLPLANE_ACCOUNT, subject: subjects.nodeDeltas(node) },
       ],
       limits: WORKER_LIMITS,
     };
     cp.exports.push(
-      { kind: 'service', subject: reads.snapshot, to: [name] },
-      { kind: 'service', subject: reads.deltas, to: [name] },
+      ...[reads.snapshot, reads.deltas, ...own].map((subject): Export => ({ kind: 'service', subject, to: [name] })),
       { kind: 'stream', subject: subjects.nodeDeltas(node), to: [name] },
     );
-    for (const subject of own) {
-      cp.imports.push({ kind: 'stream', account: name, subject });
-      auditor.imports.push({ kind: 'stream', account: name, subject });
-    }
+    for (const subject of own) auditor.imports.push({ kind: 'stream', account: name, subject });
     return acc;
   });
   const all = [cp, auditor, ...workers];

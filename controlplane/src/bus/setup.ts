@@ -76,6 +76,10 @@ export async function setupBus(nc: NatsConnection, limits: BusLimits): Promise<K
     max_msg_size: EVENT_MAX_BYTES,
     num_replicas: limits.replicas,
     allow_direct: true,
+    // Workers' events arrive through service imports, whose replies the
+    // server maps back to them; without acks at all, no reply subject a
+    // publisher names can ever be answered inside this account.
+    no_ack: true,
   });
   // Only the latest status of each worker (and of the control plane) matters.
   await ensureStream(nc, {
@@ -88,6 +92,7 @@ export async function setupBus(nc: NatsConnection, limits: BusLimits): Promise<K
     max_bytes: 64 << 20,
     num_replicas: limits.replicas,
     allow_direct: true,
+    no_ack: true,
   });
   const kvm = new Kvm(nc);
   // allow_direct: gets name the key in the subject, which is what a node's
