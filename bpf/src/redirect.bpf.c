@@ -23,21 +23,23 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * write_seq == snd_una, peer copied_seq == rcv_nxt) and the peer is below
  * half the limit, so order is kept in both switches.
  *
- * The peer is read through its kernel address with bpf_rdonly_cast: loads
- * are fault-tolerant and never trusted for anything but this heuristic. A
- * stale address can only keep a direction on TCP, never redirect bytes
- * anywhere (redirects go by cookie through the sockhash).
+ * The peer is read through its kernel address with bpf_probe_read_kernel
+ * at CO-RE-relocated offsets (BPF_CORE_READ), which faults safely and works
+ * from 5.8 on (bpf_rdonly_cast would need 6.2). What is read is never
+ * trusted for anything but this heuristic: a stale address can only keep a
+ * direction on TCP, never redirect bytes anywhere (redirects go by cookie
+ * through the sockhash). sk_rmem_alloc counts redirected bytes only on
+ * kernels with "tcp_bpf: Add sk_rmem_alloc related logic for tcp_bpf
+ * ingress redirection" (6.13, 6.1.122); the worker probes that at start
+ * and refuses to run flow control blind.
  */
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-
 static __always_inline __u32 peer_unread(__u64 peer_sk)
 {
-	struct sock *sk;
+	struct sock *sk = (struct sock *)peer_sk;
 
-	if (!peer_sk)
+	if (!sk)
 		return 0;
-	sk = bpf_rdonly_cast((void *)peer_sk, bpf_core_type_id_kernel(struct sock));
-	return (__u32)sk->sk_backlog.rmem_alloc.counter;
+	return (__u32)BPF_CORE_READ(sk, sk_backlog.rmem_alloc.counter);
 }
 
 static __always_inline struct tcp_sock *own_tcp_sock(struct sk_msg_md *msg)
@@ -76,12 +78,11 @@ static __always_inline __u32 queue_limit(struct tcp_sock *own, __u32 configured)
 
 static __always_inline bool may_resume(struct tcp_sock *own, __u64 peer_sk, __u32 limit)
 {
-	struct tcp_sock *peer;
+	struct tcp_sock *peer = (struct tcp_sock *)peer_sk;
 
-	if (!own || !peer_sk || own->write_seq != own->snd_una)
+	if (!own || !peer || own->write_seq != own->snd_una)
 		return false;
-	peer = bpf_rdonly_cast((void *)peer_sk, bpf_core_type_id_kernel(struct tcp_sock));
-	if (peer->copied_seq != peer->rcv_nxt)
+	if (BPF_CORE_READ(peer, copied_seq) != BPF_CORE_READ(peer, rcv_nxt))
 		return false;
 	return peer_unread(peer_sk) < limit / 2;
 }

@@ -15,6 +15,17 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Istio's own ports: never accelerated whatever the state says. */
+/*
+ * bpf_sock_ops_cb_flags_set() assigns the socket's callback flags, it does
+ * not add to them: OR in what is set already, so that another sockops
+ * program on the same cgroup (Cilium, Calico, an RTT exporter) keeps its
+ * callbacks. The state callback is how meshlane learns of a close.
+ */
+static __always_inline void ml_want_state_cb(struct bpf_sock_ops *skops)
+{
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
 static __always_inline bool istio_port(__u16 port)
 {
 	return port == 15000 || port == 15001 || port == 15004 || port == 15006 ||
@@ -232,7 +243,7 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops, st
 	st->pending = pk;
 	st->flags = ML_SK_CLIENT;
 	st->hop = ML_HOP_NONE;
-	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+	ml_want_state_cb(skops);
 	ml_count(ML_C_CANDIDATE, 1);
 }
 
@@ -380,7 +391,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops, s
 		 * would gain nothing and could reorder nothing, so keep it. */
 		ml_count(ML_C_MAP_FULL, 1);
 	}
-	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+	ml_want_state_cb(skops);
 	ml_count(ML_C_PAIRED_OUTBOUND + hop - ML_HOP_OUTBOUND, 1);
 }
 

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Datapath, capacityForPods } from './bpf/datapath.js';
-import { probeKernel, missingFeatures } from './bpf/features.js';
+import { probeKernel, missingFeatures, formatFeatures } from './bpf/features.js';
 import { DEFAULT_PIN_ROOT } from './bpf/pins.js';
 import { formatStatus, readStatus } from './bpf/status.js';
 import { Reconciler } from './state/apply.js';
@@ -33,7 +33,9 @@ Usage:
       good state. Stops on SIGTERM/SIGINT and leaves everything attached
       (fail-static).
   meshlane-worker status --node NAME [--json]
-      Programs, map occupancy and counters of the node's datapath.
+      Programs, map occupancy and counters of the node's datapath, and what
+      the kernel probe decided (how sk_msg is attached, how a peer's queue
+      is measured, what FIONREAD reports).
   meshlane-worker uninstall --node NAME
       Switch redirects off, detach both programs and remove every pin of the
       node. Live connections continue over TCP, byte-exact.
@@ -50,7 +52,15 @@ Options:
   --nats-ca FILE        CA bundle to verify NATS TLS (env MESHLANE_NATS_CA)
   --status-interval S   heartbeat status every S seconds (default 10)
   --pin-root DIR        bpffs folder for pins (default ${DEFAULT_PIN_ROOT}, env MESHLANE_PIN_ROOT)
-  --bpf-dir DIR         folder with sockops.bpf.o and redirect.bpf.o (env MESHLANE_BPF_DIR)
+  --bpf-dir DIR         folder with sockops.bpf.o, redirect.bpf.o and probe.bpf.o (env MESHLANE_BPF_DIR)
+  --sk-msg-attach HOW   auto (default: what the probe found), link or map (the classic
+                        attach, as before 6.10: lets one kernel exercise both paths)
+                        (env MESHLANE_SK_MSG_ATTACH)
+  --allow-unbounded-queues
+                        run on a kernel that does not count redirected bytes in
+                        sk_rmem_alloc (before 6.13 without the 6.1.122 / 5.10
+                        backports): flow control then never holds a slow reader's
+                        queue; without this flag the worker refuses to start there
   --max-pods N          pods this node can hold; sizes the maps (default 110)
   --max-connections N   sockets accelerated at once (default 65536)
   --metrics-addr ADDR   serve /metrics, /healthz, /readyz on [HOST:]PORT (run; default off)
@@ -93,6 +103,8 @@ async function main(argv: string[]): Promise<void> {
       'max-connections': { type: 'string', default: '65536' },
       'metrics-addr': { type: 'string' },
       'log-level': { type: 'string', default: process.env.MESHLANE_LOG_LEVEL ?? 'info' },
+      'allow-unbounded-queues': { type: 'boolean', default: false },
+      'sk-msg-attach': { type: 'string', default: process.env.MESHLANE_SK_MSG_ATTACH ?? 'auto' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -119,13 +131,16 @@ async function main(argv: string[]): Promise<void> {
         maxConnections: positiveInt(values['max-connections'], '--max-connections'),
         metricsAddr: values['metrics-addr'],
         logLevel: values['log-level'],
+        allowUnboundedQueues: values['allow-unbounded-queues'],
+        skMsgAttach: oneOf(values['sk-msg-attach'], ['auto', 'link', 'map'] as const, '--sk-msg-attach'),
       });
     case 'status': {
       if (!Datapath.installed(pinRoot, node)) fail(`node ${node}: no datapath installed under ${pinRoot}`, 1);
       const dp = Datapath.openPinned(pinRoot, node);
       const s = readStatus(dp);
       dp.close();
-      process.stdout.write(values.json ? `${JSON.stringify({ ...s, kernel: probeKernel() }, null, 2)}\n` : `${formatStatus(s)}\n`);
+      const kernel = probeKernel(values['bpf-dir'] ?? defaultBpfDir());
+      process.stdout.write(values.json ? `${JSON.stringify({ ...s, kernel }, null, 2)}\n` : `${formatStatus(s)}\n${formatFeatures(kernel)}\n`);
       return;
     }
     case 'uninstall':
@@ -133,6 +148,11 @@ async function main(argv: string[]): Promise<void> {
     default:
       fail(`unknown command ${JSON.stringify(cmd)}; see --help`);
   }
+}
+
+function oneOf<T extends string>(v: string, allowed: readonly T[], flag: string): T {
+  if (!(allowed as readonly string[]).includes(v)) fail(`${flag} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
+  return v as T;
 }
 
 function positiveInt(v: string, flag: string): number {
@@ -179,14 +199,23 @@ interface RunOptions {
   maxConnections: number;
   metricsAddr: string | undefined;
   logLevel: string;
+  allowUnboundedQueues: boolean;
+  skMsgAttach: 'auto' | 'link' | 'map';
+}
+
+/** The probe's choice, or the forced one if this kernel can do it. */
+function chooseSkMsgAttach(wanted: RunOptions['skMsgAttach'], probed: 'link' | 'map' | 'none'): 'link' | 'map' {
+  if (wanted === 'auto') return probed === 'map' ? 'map' : 'link';
+  if (wanted === 'link' && probed !== 'link') fail('--sk-msg-attach link: this kernel has no sockmap bpf_links (6.10+)', 1);
+  return wanted;
 }
 
 async function run(o: RunOptions): Promise<void> {
   const log = createLogger(o.logLevel).child({ node: o.node });
-  const features = probeKernel();
-  const missing = missingFeatures(features);
-  if (missing.length) fail(`this kernel cannot run meshlane; missing: ${missing.join(', ')}`, 1);
-  log.info({ features }, 'kernel features');
+  const features = probeKernel(o.bpfDir);
+  const missing = missingFeatures(features, { flowControl: !o.allowUnboundedQueues });
+  if (missing.length) fail(`this kernel (${features.kernel}) cannot run meshlane; missing: ${missing.join('; ')}`, 1);
+  log.info({ features }, `kernel features: ${formatFeatures(features).replace(/\n/g, '; ')}`);
 
   const dp = Datapath.install({
     node: o.node,
@@ -194,10 +223,12 @@ async function run(o: RunOptions): Promise<void> {
     objectDir: o.bpfDir,
     pinRoot: o.pinRoot,
     capacity: capacityForPods(o.maxPods, o.maxConnections),
+    skMsgAttach: chooseSkMsgAttach(o.skMsgAttach, features.skMsgAttach),
   });
+  if (dp.repaired.length) log.warn({ repaired: dp.repaired }, 'a half-finished earlier install was completed');
   log.info({ adopted: dp.adopted, pins: dp.pins.dir, cgroup: o.cgroup }, dp.adopted ? 're-adopted pinned datapath' : 'datapath loaded and attached');
 
-  const metrics = new WorkerMetrics(dp);
+  const metrics = new WorkerMetrics(dp, features);
   const reconciler = new Reconciler(dp);
   let ready = false;
   let shutdown: () => Promise<void>;

@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { Gauge, Registry, Counter } from 'prom-client';
 import type { Datapath } from './bpf/datapath.js';
 import { readStatus } from './bpf/status.js';
+import type { KernelFeatures } from './bpf/features.js';
 
 export interface WorkerHealth {
   /** Programs attached and maps open. */
@@ -22,7 +23,10 @@ export class WorkerMetrics {
     registers: [this.registry],
   });
 
-  constructor(dp: Datapath) {
+  constructor(dp: Datapath, kernel?: KernelFeatures) {
+    // The probe's decisions, one series each, value 1 (an "info" metric).
+    const info = new Gauge({ name: 'meshlane_kernel_feature', help: 'Kernel feature probe decisions at start (value always 1)', labelNames: ['feature', 'value'], registers: [this.registry] });
+    for (const [feature, value] of Object.entries(kernel ?? {})) info.set({ feature, value: String(value) }, 1);
     // One scrape collects four gauges: read the maps once for all of them
     // (counting entries walks every key of every map).
     let cached: { at: number; value: ReturnType<typeof readStatus> } | undefined;

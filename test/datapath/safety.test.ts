@@ -9,8 +9,15 @@ import { Datapath } from '@meshlane/node-worker';
 import { PIN_ROOT, TOOLS, TestCluster, type Agent } from '../harness/cluster.js';
 import { delta, measure } from '../harness/counters.js';
 
-describe('datapath - safety rules', () => {
+// Both ways of attaching the sk_msg program: the bpf_link (6.10+) and the
+// classic attach to the sockhash that older kernels need. The rules must
+// hold the same on either, so the whole suite runs for each.
+describe.each([
+  ['probed attach (bpf_link on this kernel)', 'auto'],
+  ['classic sk_msg attach to the sockhash', 'map'],
+])('datapath - safety rules, %s', (_what, attach) => {
   let c: TestCluster;
+  const saved = process.env.MESHLANE_SK_MSG_ATTACH;
   const agents = new Map<string, Agent>();
   const agent = async (pod: string): Promise<Agent> => {
     let a = agents.get(pod);
@@ -19,6 +26,7 @@ describe('datapath - safety rules', () => {
   };
 
   beforeAll(async () => {
+    process.env.MESHLANE_SK_MSG_ATTACH = attach;
     c = new TestCluster(['n1', 'n2']);
     await c.addPod({ name: 'a', node: 'n1', index: 1, meshed: true });
     await c.addPod({ name: 'b', node: 'n1', index: 2, meshed: true, excludeInboundPorts: [8081], servers: { 8080: 'echo', 8081: 'echo' } });
@@ -31,7 +39,15 @@ describe('datapath - safety rules', () => {
   });
   afterAll(async () => {
     for (const a of agents.values()) a.close();
+    agents.clear();
     await c?.cleanup();
+    if (saved === undefined) delete process.env.MESHLANE_SK_MSG_ATTACH;
+    else process.env.MESHLANE_SK_MSG_ATTACH = saved;
+  });
+
+  it('uses the attach it was asked for', () => {
+    const out = c.worker('n1').statusJson() as { links: Array<{ name: string; attach: string }> };
+    expect(out.links.find((l) => l.name === 'sk_msg')?.attach).toBe(attach === 'map' ? 'map' : 'link');
   });
 
   function baseState(generation: number, opts: { enabled?: boolean } = {}) {

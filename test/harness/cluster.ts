@@ -203,8 +203,13 @@ export class Worker {
     p.stdout.on('data', (d: Buffer) => (this.log += d.toString()));
     p.stderr.on('data', (d: Buffer) => (this.log += d.toString()));
     this.proc = p;
-    await this.waitForLog(this.natsUrl ? /"msg":"kernel features"/ : /desired state (applied|refused)/, 20000);
+    await this.waitForLog(this.natsUrl ? /"msg":"kernel features/ : /desired state (applied|refused)/, 20000);
     if (this.natsUrl) await this.waitForLog(/following the bus|bus not created yet/, 20000);
+  }
+
+  /** `meshlane-worker status --json`: programs, maps, counters and the kernel probe's decisions. */
+  statusJson(): unknown {
+    return JSON.parse(sh(process.execPath, [WORKER_CLI, 'status', '--json', '--node', this.pinNode, '--pin-root', PIN_ROOT]));
   }
 
   /** The pod IPs in this node's endpoint map. */

@@ -5,7 +5,10 @@
  * Everything that must outlive the worker is pinned: the maps (so a restart
  * sees the same state and live sockets stay in the sockhash) and the
  * bpf_links (so the programs stay attached while no worker runs; that is the
- * fail-static half of the design).
+ * fail-static half of the design). On kernels before 6.10 the sk_msg
+ * program is attached to the sockhash itself (no link exists for it); the
+ * pinned map keeps it attached just the same, and its program is pinned so
+ * that uninstall can detach it.
  */
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +16,7 @@ import { BpfMap } from './maps.js';
 import { BPF_CGROUP_SOCK_OPS, BPF_SK_MSG_VERDICT, BpfError, libbpf, type ObjectPtr } from './libbpf.js';
 import { LAYOUTS, MAP_NAMES, MAP_SPECS, ML_LAYOUT_VERSION, configValue, decodeConfig, type MapName } from './layout.js';
 import { pinPaths, type PinPaths } from './pins.js';
+import type { SkMsgAttach } from './features.js';
 
 export interface Capacity {
   /** Local endpoint IPs (pods x families). */
@@ -33,6 +37,8 @@ export interface DatapathOptions {
   objectDir: string;
   pinRoot: string;
   capacity: Capacity;
+  /** How the sk_msg program is attached (from the feature probe). Default: link. */
+  skMsgAttach?: Exclude<SkMsgAttach, 'none'>;
 }
 
 export class IncompatiblePinError extends Error {
@@ -88,11 +94,14 @@ export class Datapath {
     readonly maps: Maps,
     /** true when an earlier worker's pins were re-used. */
     readonly adopted: boolean,
+    /** Attachments a half-finished earlier install lacked, made now. */
+    readonly repaired: string[] = [],
   ) {}
 
+  /** Both programs attached (by an earlier worker, or this one). */
   static installed(pinRoot: string, node: string): boolean {
     const p = pinPaths(pinRoot, node);
-    return existsSync(p.link('sockops'));
+    return existsSync(p.link('sockops')) && skMsgAttached(p);
   }
 
   /** Opens the pinned maps of an installed node without touching anything. */
@@ -114,17 +123,19 @@ export class Datapath {
   }
 
   /**
-   * Re-adopts a node's pins when both links exist; otherwise loads the
-   * objects (re-using any compatible pinned maps), attaches and pins links.
+   * Re-adopts a node's pins when both programs are attached; otherwise
+   * loads the objects (re-using any compatible pinned maps) and attaches
+   * what is missing: a half-finished install (one program attached, the
+   * other not, e.g. a worker killed in between) is completed, never doubled.
    */
   static install(opts: DatapathOptions): Datapath {
-    if (Datapath.installed(opts.pinRoot, opts.node) && existsSync(pinPaths(opts.pinRoot, opts.node).link('sk_msg'))) {
-      return Datapath.openPinned(opts.pinRoot, opts.node);
-    }
+    if (Datapath.installed(opts.pinRoot, opts.node)) return Datapath.openPinned(opts.pinRoot, opts.node);
     if (!opts.cgroup) throw new Error('attaching: no cgroup given');
     const pins = pinPaths(opts.pinRoot, opts.node);
     mkdirSync(pins.maps, { recursive: true });
     mkdirSync(pins.links, { recursive: true });
+    const haveSockops = existsSync(pins.link('sockops'));
+    const haveSkMsg = skMsgAttached(pins);
 
     const objects: ObjectPtr[] = [];
     try {
@@ -139,9 +150,17 @@ export class Datapath {
         // New maps: everything off until the first desired state lands.
         dp.maps.ml_config.update(Buffer.alloc(4), configValue({ flags: 0, layoutVersion: ML_LAYOUT_VERSION, maxQueued: 0, generation: 0n }));
       }
-      attachSkMsg(libbpf.programFd(redirect, 'ml_redirect'), dp.maps.ml_socks.fd, pins.link('sk_msg'));
-      attachSockops(libbpf.programFd(sockops, 'ml_sockops'), opts.cgroup, pins.link('sockops'));
-      return new Datapath(opts.node, pins, dp.maps, false);
+      const repaired: string[] = [];
+      // sk_msg first: a socket that sockops puts in the map must find its verdict program there.
+      if (!haveSkMsg) {
+        attachSkMsg(libbpf.programFd(redirect, 'ml_redirect'), dp.maps.ml_socks.fd, pins, opts.skMsgAttach ?? 'link');
+        if (haveSockops) repaired.push('sk_msg');
+      }
+      if (!haveSockops) {
+        attachSockops(libbpf.programFd(sockops, 'ml_sockops'), opts.cgroup, pins.link('sockops'));
+        if (haveSkMsg) repaired.push('sockops');
+      }
+      return new Datapath(opts.node, pins, dp.maps, false, repaired);
     } finally {
       // Pinned maps and links keep everything alive without these.
       for (const o of objects) libbpf.closeObject(o);
@@ -160,6 +179,19 @@ export class Datapath {
   static remove(pinRoot: string, node: string): string[] {
     const pins = pinPaths(pinRoot, node);
     const removed: string[] = [];
+    const prog = pins.prog('sk_msg');
+    if (existsSync(prog)) {
+      const pfd = libbpf.objGet(prog);
+      const mfd = libbpf.objGet(pins.map('ml_socks'));
+      try {
+        libbpf.progDetach(pfd, mfd, BPF_SK_MSG_VERDICT);
+      } finally {
+        libbpf.closeFd(pfd);
+        libbpf.closeFd(mfd);
+      }
+      unlinkSync(prog);
+      removed.push(prog);
+    }
     for (const link of ['sockops', 'sk_msg'] as const) {
       const path = pins.link(link);
       if (!existsSync(path)) continue;
@@ -172,7 +204,7 @@ export class Datapath {
       unlinkSync(path);
       removed.push(path);
     }
-    for (const dir of [pins.maps, pins.links]) {
+    for (const dir of [pins.maps, pins.links, pins.progs]) {
       if (!existsSync(dir)) continue;
       for (const f of readdirSync(dir)) {
         unlinkSync(join(dir, f));
@@ -221,11 +253,21 @@ function attachSockops(progFd: number, cgroup: string, pin: string): void {
   }
 }
 
-function attachSkMsg(progFd: number, sockhashFd: number, pin: string): void {
-  // Sockmap links exist since 6.10; the map holds the program either way.
+function skMsgAttached(pins: PinPaths): boolean {
+  return existsSync(pins.link('sk_msg')) || existsSync(pins.prog('sk_msg'));
+}
+
+function attachSkMsg(progFd: number, sockhashFd: number, pins: PinPaths, how: Exclude<SkMsgAttach, 'none'>): void {
+  if (how === 'map') {
+    // Before 6.10: the program is attached to the (pinned) map itself.
+    mkdirSync(pins.progs, { recursive: true });
+    libbpf.progAttach(progFd, sockhashFd, BPF_SK_MSG_VERDICT);
+    libbpf.pin(progFd, pins.prog('sk_msg'));
+    return;
+  }
   const link = libbpf.linkCreate(progFd, sockhashFd, BPF_SK_MSG_VERDICT);
   try {
-    libbpf.pin(link, pin);
+    libbpf.pin(link, pins.link('sk_msg'));
   } finally {
     libbpf.closeFd(link);
   }

@@ -50,6 +50,8 @@ const f = {
   programFd: lib.func('int bpf_program__fd(const bpf_program *prog)'),
   linkCreate: lib.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)'),
   linkDetach: lib.func('int bpf_link_detach(int link_fd)'),
+  progAttach: lib.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
+  progDetach2: lib.func('int bpf_prog_detach2(int prog_fd, int attachable_fd, int type)'),
   objPin: lib.func('int bpf_obj_pin(int fd, const char *path)'),
   objGet: lib.func('int bpf_obj_get(const char *path)'),
   objGetInfo: lib.func('int bpf_obj_get_info_by_fd(int fd, _Inout_ uint8_t *info, _Inout_ uint32_t *len)'),
@@ -101,7 +103,12 @@ export const libbpf = {
   },
   linkCreate: (progFd: number, targetFd: number, type: number): number =>
     check('creating link', f.linkCreate(progFd, targetFd, type, null)),
+  /** Like linkCreate, but returns -errno instead of throwing (feature probes). */
+  tryLinkCreate: (progFd: number, targetFd: number, type: number): number => f.linkCreate(progFd, targetFd, type, null) as number,
   linkDetach: (linkFd: number): void => void check('detaching link', f.linkDetach(linkFd)),
+  /** The attach that predates bpf_links: the program lives on the map (sockmap verdicts before 6.10). */
+  progAttach: (progFd: number, targetFd: number, type: number): void => void check('attaching program', f.progAttach(progFd, targetFd, type, 0)),
+  progDetach: (progFd: number, targetFd: number, type: number): void => void check('detaching program', f.progDetach2(progFd, targetFd, type)),
   pin: (fd: number, path: string): void => void check(`pinning ${path}`, f.objPin(fd, path)),
   objGet: (path: string): number => check(`opening pinned ${path}`, f.objGet(path)),
   /** struct bpf_map_info / bpf_link_info / bpf_prog_info, raw. */

@@ -1,4 +1,9 @@
-/** Where a node's pinned objects live: /sys/fs/bpf/meshlane/<node>/{maps,links}. */
+/**
+ * Where a node's pinned objects live: /sys/fs/bpf/meshlane/<node>/{maps,links,progs}.
+ * links/ holds bpf_links; progs/ holds a program attached the classic way
+ * (the sk_msg verdict before 6.10 has no link): pinned so that uninstall
+ * can name it to detach it.
+ */
 import { join } from 'node:path';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/meshlane';
@@ -7,8 +12,10 @@ export interface PinPaths {
   dir: string;
   maps: string;
   links: string;
+  progs: string;
   map(name: string): string;
   link(name: 'sockops' | 'sk_msg'): string;
+  prog(name: 'sk_msg'): string;
 }
 
 export function pinPaths(root: string, node: string): PinPaths {
@@ -16,5 +23,6 @@ export function pinPaths(root: string, node: string): PinPaths {
   const dir = join(root, node);
   const maps = join(dir, 'maps');
   const links = join(dir, 'links');
-  return { dir, maps, links, map: (n) => join(maps, n), link: (n) => join(links, n) };
+  const progs = join(dir, 'progs');
+  return { dir, maps, links, progs, map: (n) => join(maps, n), link: (n) => join(links, n), prog: (n) => join(progs, n) };
 }

@@ -7,7 +7,10 @@ import { MAP_TYPE_SK_STORAGE } from './maps.js';
 
 export interface LinkStatus {
   name: 'sockops' | 'sk_msg';
+  /** A bpf_link, or the classic attach of the program to the sockhash (kernels before 6.10). */
+  attach: 'link' | 'map';
   pinned: string;
+  /** 0 for a classic attach. */
   linkId: number;
   progId: number;
 }
@@ -46,8 +49,19 @@ function links(dp: Datapath): LinkStatus[] {
     if (!existsSync(path)) continue;
     const fd = libbpf.objGet(path);
     try {
+      // struct bpf_link_info: type, id, prog_id.
       const info = libbpf.objInfo(fd, 64);
-      out.push({ name, pinned: path, linkId: info.readUInt32LE(4), progId: info.readUInt32LE(8) });
+      out.push({ name, attach: 'link', pinned: path, linkId: info.readUInt32LE(4), progId: info.readUInt32LE(8) });
+    } finally {
+      libbpf.closeFd(fd);
+    }
+  }
+  const prog = dp.pins.prog('sk_msg');
+  if (existsSync(prog)) {
+    const fd = libbpf.objGet(prog);
+    try {
+      // struct bpf_prog_info: type, id.
+      out.push({ name: 'sk_msg', attach: 'map', pinned: prog, linkId: 0, progId: libbpf.objInfo(fd, 256).readUInt32LE(4) });
     } finally {
       libbpf.closeFd(fd);
     }
@@ -83,7 +97,7 @@ export function formatStatus(s: DatapathStatus): string {
   const lines: string[] = [];
   lines.push(`node ${s.node}  generation ${s.config.generation}  enabled ${s.config.enabled}  appSockets ${s.config.appSockets}  maxQueuedBytes ${s.config.maxQueuedBytes}`);
   lines.push('programs:');
-  for (const l of s.links) lines.push(`  ${l.name.padEnd(8)} link ${l.linkId} prog ${l.progId}  ${l.pinned}`);
+  for (const l of s.links) lines.push(`  ${l.name.padEnd(8)} ${l.attach === 'link' ? `link ${l.linkId}` : 'attached to ml_socks'} prog ${l.progId}  ${l.pinned}`);
   if (s.links.length === 0) lines.push('  (none attached)');
   lines.push('maps:');
   for (const [name, m] of Object.entries(s.maps)) {
