@@ -6,7 +6,12 @@
  *
  *   {{ .Values.a.b }}  {{ .Release.Namespace }}  {{ .Release.Name }}
  *   {{ X | quote }}  {{ toYaml X | nindent N }}  {{ toJson X }}  {{ X | indent N }}
+ *   {{ if X }} ... {{ else }} ... {{ end }}  (Go's truth: false, 0, "", null,
+ *                                            empty list or map are false)
  *   {{- ... -}}  (whitespace trimming)
+ *
+ * Stricter than helm in one way: a value a template names must exist in
+ * values.yaml (also in `if`), so a typo fails instead of rendering nothing.
  *
  * Usage: node --import tsx deploy/render.ts [--check] [--namespace NS]
  *   --check  render to memory and exit 1 if deploy/manifests/ differs
@@ -98,25 +103,67 @@ function evalAction(action: string, ctx: { Values: Record<string, Value>; Releas
   return typeof cur === 'string' ? cur : scalar(cur);
 }
 
+/** Go template truth: false, 0, "", null and empty lists and maps are false. */
+function truthy(v: Value): boolean {
+  if (v === null || v === false || v === 0 || v === '') return false;
+  if (Array.isArray(v)) return v.length > 0;
+  if (typeof v === 'object') return Object.keys(v).length > 0;
+  return true;
+}
+
+type Piece = { lit: string } | { action: string; where: string };
+
 /** Evaluates one template. */
 export function renderTemplate(text: string, values: Record<string, Value>, release: Release, name = 'template'): string {
+  // Lexing first: trimming is lexical in Go templates (it applies in branches not taken too).
   const re = /\{\{(-?)\s*(.*?)\s*(-?)\}\}/g;
-  let out = '';
+  const pieces: Piece[] = [];
   let last = 0;
   let trimNext = false;
   for (let m = re.exec(text); m; m = re.exec(text)) {
     let lit = text.slice(last, m.index);
     if (trimNext) lit = lit.replace(/^\s+/, '');
     if (m[1] === '-') lit = lit.replace(/\s+$/, '');
-    out += lit;
-    const line = text.slice(0, m.index).split('\n').length;
-    out += evalAction(m[2] ?? '', { Values: values, Release: release }, `${name}:${line}`);
+    pieces.push({ lit });
+    pieces.push({ action: m[2] ?? '', where: `${name}:${text.slice(0, m.index).split('\n').length}` });
     trimNext = m[3] === '-';
     last = re.lastIndex;
   }
   let tail = text.slice(last);
   if (trimNext) tail = tail.replace(/^\s+/, '');
-  return out + tail;
+  pieces.push({ lit: tail });
+
+  const ctx = { Values: values, Release: release };
+  // One frame per open `if`: its condition, and whether its `else` was reached.
+  const stack: Array<{ cond: boolean; inElse: boolean; where: string }> = [];
+  const active = (): boolean => stack.every((f) => (f.inElse ? !f.cond : f.cond));
+  let out = '';
+  for (const p of pieces) {
+    if ('lit' in p) {
+      if (active()) out += p.lit;
+      continue;
+    }
+    const [kw, ...rest] = p.action.split(/\s+/);
+    if (kw === 'if') {
+      if (rest.length !== 1) throw new Error(`${p.where}: unsupported condition ${p.action}`);
+      const tok = rest[0] ?? '';
+      // The condition must name an existing value; as in Go, actions in a branch not taken are not evaluated.
+      const v = tok.startsWith('.Values') ? lookup(values, tok.slice('.Values'.length), p.where) : undefined;
+      if (v === undefined) throw new Error(`${p.where}: unsupported condition ${p.action}`);
+      stack.push({ cond: truthy(v), inElse: false, where: p.where });
+    } else if (kw === 'else') {
+      const f = stack.at(-1);
+      if (!f || f.inElse || rest.length) throw new Error(`${p.where}: unexpected ${p.action}`);
+      f.inElse = true;
+    } else if (kw === 'end') {
+      if (!stack.pop() || rest.length) throw new Error(`${p.where}: unexpected ${p.action}`);
+    } else if (active()) {
+      out += evalAction(p.action, ctx, p.where);
+    }
+  }
+  const open = stack.at(-1);
+  if (open) throw new Error(`${open.where}: if without end`);
+  return out;
 }
 
 export function loadValues(file = join(CHART_DIR, 'values.yaml')): Record<string, Value> {
