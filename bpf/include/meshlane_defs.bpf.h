@@ -17,6 +17,18 @@
 #define AF_INET  2
 #define AF_INET6 10
 
+/*
+ * The upgrade tests need a second build whose programs behave the same but
+ * are different code (another kernel program tag): `make upgrade-test`
+ * builds out/upgrade-test/ with this adding zero to a counter. Empty in the
+ * real objects.
+ */
+#ifdef ML_UPGRADE_TEST
+#define ML_UPGRADE_TEST_MARK() ml_count(ML_C_CLOSED, 0)
+#else
+#define ML_UPGRADE_TEST_MARK() do { } while (0)
+#endif
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);

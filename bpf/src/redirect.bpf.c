@@ -105,6 +105,7 @@ int ml_redirect(struct sk_msg_md *msg)
 	__u32 size = msg->size;
 	long verdict;
 
+	ML_UPGRADE_TEST_MARK();
 	if (!msg->sk)
 		return SK_PASS;
 	st = bpf_sk_storage_get(&ml_sock_state, msg->sk, NULL, 0);

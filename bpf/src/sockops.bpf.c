@@ -418,6 +418,7 @@ int ml_sockops(struct bpf_sock_ops *skops)
 {
 	struct ml_config *cfg;
 
+	ML_UPGRADE_TEST_MARK();
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:

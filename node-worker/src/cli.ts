@@ -163,19 +163,10 @@ function positiveInt(v: string, flag: string): number {
 
 function uninstall(pinRoot: string, node: string): void {
   const log = createLogger('info');
-  if (existsSync(`${pinRoot}/${node}/maps/ml_config`)) {
-    // Switch off first: every further send goes over TCP, behind the bytes
-    // already queued at peers, which stay readable because no socket is
-    // deleted from the sockhash (a delete would purge its queue).
-    const dp = Datapath.openPinned(pinRoot, node);
-    const key = Buffer.alloc(4);
-    const cfg = dp.maps.ml_config.lookup(key);
-    if (cfg) {
-      cfg.writeUInt32LE(0, 0);
-      dp.maps.ml_config.update(key, cfg);
-    }
-    dp.close();
-  }
+  // Switch off first: every further send goes over TCP, behind the bytes
+  // already queued at peers, which stay readable because no socket is
+  // deleted from the sockhash (a delete would purge its queue).
+  Datapath.switchOff(pinRoot, node);
   const removed = Datapath.remove(pinRoot, node);
   log.info({ node, removed: removed.length }, removed.length ? 'uninstalled' : 'nothing to uninstall');
 }
@@ -225,7 +216,9 @@ async function run(o: RunOptions): Promise<void> {
     capacity: capacityForPods(o.maxPods, o.maxConnections),
     skMsgAttach: chooseSkMsgAttach(o.skMsgAttach, features.skMsgAttach),
   });
+  if (dp.recreated.length) log.warn({ differences: dp.recreated }, 'pinned maps had another layout: switched off, detached and re-created; live connections finish over TCP');
   if (dp.repaired.length) log.warn({ repaired: dp.repaired }, 'a half-finished earlier install was completed');
+  if (dp.upgraded.length) log.info({ upgraded: dp.upgraded }, 'programs replaced in place by this version (BPF_LINK_UPDATE); connections kept');
   log.info({ adopted: dp.adopted, pins: dp.pins.dir, cgroup: o.cgroup }, dp.adopted ? 're-adopted pinned datapath' : 'datapath loaded and attached');
 
   const metrics = new WorkerMetrics(dp, features);

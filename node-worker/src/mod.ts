@@ -8,3 +8,4 @@ export { LAYOUTS, COUNTERS, COUNTER_ENUM_NAMES, ML_LAYOUT_VERSION, type CounterN
 export { pinPaths, DEFAULT_PIN_ROOT } from './bpf/pins.js';
 export { NodeFollower, type StateApplier, type FollowerOptions } from './bus/follower.js';
 export { StatusReporter } from './bus/status.js';
+export { libbpf } from './bpf/libbpf.js';

@@ -4,10 +4,11 @@
  * hands every connection back to TCP, and desired states that are refused
  * whole when any field is wrong.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Datapath } from '@meshlane/node-worker';
-import { PIN_ROOT, TestCluster, WORKER_CLI, type Agent } from '../harness/cluster.js';
+import { Datapath, libbpf } from '@meshlane/node-worker';
+import { PIN_ROOT, ROOT, TestCluster, WORKER_CLI, type Agent } from '../harness/cluster.js';
 import { sh } from '../harness/exec.js';
 import { freePort } from '../harness/nats.js';
 import { delta, until } from '../harness/counters.js';
@@ -143,6 +144,93 @@ describe('datapath - worker lifecycle', () => {
     expect(Number(paired?.[1])).toBeGreaterThan(0);
     expect(m.body).toMatch(/meshlane_map_entries\{map="ml_endpoints"\} 4/);
     expect(m.body).toMatch(/meshlane_applied_generation \d+/);
+  });
+
+  it('an upgrade replaces both programs in place under load: bytes exact, connections kept, new connections on the new code', async () => {
+    const w = c.worker('n1');
+    const progIds = () => (w.statusJson() as { links: Array<{ name: string; progId: number }> }).links.map((l) => `${l.name}:${l.progId}`).sort();
+    const oldProgs = progIds();
+    const before = w.counters();
+    const running = load();
+    await new Promise((r) => setTimeout(r, 500));
+    // The next version: the same maps (layout), other code.
+    await w.stop('SIGTERM');
+    w.bpfDir = join(ROOT, 'bpf/out/upgrade-test');
+    try {
+      await w.start();
+      expect(w.log).toMatch(/programs replaced in place by this version/);
+      const [one, many] = await running;
+      expect(one.error).toBeUndefined();
+      expect(one.recvSha).toBe(one.sentSha);
+      expect(many.errors).toEqual([]);
+      expect(many.mismatches).toBe(0);
+      const newProgs = progIds();
+      expect(newProgs).toHaveLength(2);
+      for (const p of newProgs) expect(oldProgs).not.toContain(p);
+      const after = await a.xfer({ host: c.pod('b').ip4, port: 8080, bytes: MB, halfClose: false });
+      expect(after.recvSha).toBe(after.sentSha);
+      expect(w.counters().paired_mesh - before.paired_mesh).toBe(52);
+      // Started again on the same version: nothing to replace.
+      await w.stop('SIGTERM');
+      await w.start();
+      expect(w.log).not.toMatch(/programs replaced/);
+      expect(progIds()).toEqual(newProgs);
+    } finally {
+      // Back to this build for the tests after (an upgrade back, also in place).
+      await w.stop('SIGTERM');
+      w.bpfDir = undefined;
+      await w.start();
+    }
+  });
+
+  it('pinned maps of another layout are switched off and re-created, never a crash loop; live connections finish over TCP', async () => {
+    const w = c.worker('n1');
+    const running = load();
+    await new Promise((r) => setTimeout(r, 500));
+    await w.stop('SIGKILL');
+    // What an older version's pins look like to this one: another layout version in ml_config.
+    const dp = Datapath.openPinned(PIN_ROOT, w.pinNode);
+    const cfg = dp.maps.ml_config.lookup(Buffer.alloc(4))!;
+    const oldMapId = dp.maps.ml_endpoints.info.id;
+    cfg.writeUInt32LE(1, 4);
+    dp.maps.ml_config.update(Buffer.alloc(4), cfg);
+    dp.close();
+    await w.start();
+    expect(w.log).toMatch(/pinned maps had another layout: switched off, detached and re-created/);
+    expect(w.log).toMatch(/layout version: 1 changed to 2/);
+    const [one, many] = await running;
+    expect(one.error).toBeUndefined();
+    expect(one.recvSha).toBe(one.sentSha);
+    expect(many.errors).toEqual([]);
+    expect(many.mismatches).toBe(0);
+    const now = Datapath.openPinned(PIN_ROOT, w.pinNode);
+    try {
+      expect(now.maps.ml_endpoints.info.id).not.toBe(oldMapId);
+    } finally {
+      now.close();
+    }
+    // The worker runs on and accelerates new connections.
+    const before = w.counters();
+    const after = await a.xfer({ host: c.pod('b').ip4, port: 8080, bytes: MB, halfClose: false });
+    expect(after.recvSha).toBe(after.sentSha);
+    expect(w.counters().paired_mesh - before.paired_mesh).toBe(1);
+  });
+
+  it('a half-finished install (sk_msg attached, sockops not) is completed at the next start', async () => {
+    const w = c.worker('n1');
+    await w.stop('SIGTERM');
+    // Drop the sockops link as if the worker had died between the two attaches.
+    const fd = libbpf.objGet(`${PIN_ROOT}/${w.pinNode}/links/sockops`);
+    libbpf.linkDetach(fd);
+    libbpf.closeFd(fd);
+    unlinkSync(`${PIN_ROOT}/${w.pinNode}/links/sockops`);
+    await w.start();
+    expect(w.log).toMatch(/a half-finished earlier install was completed/);
+    const before = w.counters();
+    const after = await a.xfer({ host: c.pod('b').ip4, port: 8080, bytes: MB, halfClose: false });
+    expect(after.recvSha).toBe(after.sentSha);
+    expect(w.counters().paired_mesh - before.paired_mesh).toBe(1);
+    expect((w.statusJson() as { links: unknown[] }).links).toHaveLength(2);
   });
 
   it('uninstall under load returns every connection to the normal path intact', async () => {

@@ -175,6 +175,8 @@ export class Worker {
   log = '';
   /** Serve /metrics, /healthz, /readyz on this 127.0.0.1 port from the next start. */
   metricsPort: number | undefined;
+  /** The BPF objects of the next start (default: the build's bpf/out). */
+  bpfDir: string | undefined;
   constructor(
     readonly cluster: TestCluster,
     readonly node: string,
@@ -194,6 +196,7 @@ export class Worker {
     this.log = '';
     const source = this.natsUrl ? ['--nats', this.natsUrl, '--status-interval', '1'] : ['--state', this.stateFile];
     if (this.metricsPort) source.push('--metrics-addr', `127.0.0.1:${this.metricsPort}`);
+    if (this.bpfDir) source.push('--bpf-dir', this.bpfDir);
     const p = spawn(process.execPath, [WORKER_CLI, 'run', '--node', this.pinNode, '--cgroup', this.cluster.nodeCgroup(this.node), ...source, '--pin-root', PIN_ROOT, '--log-level', 'debug'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...(this.natsAuth ? { MESHLANE_NATS_USER: this.natsAuth.user, MESHLANE_NATS_PASSWORD: this.natsAuth.pass } : {}) },

@@ -96,6 +96,10 @@ export class Datapath {
     readonly adopted: boolean,
     /** Attachments a half-finished earlier install lacked, made now. */
     readonly repaired: string[] = [],
+    /** Programs replaced in place by this build's (an upgrade). */
+    readonly upgraded: string[] = [],
+    /** Why the pinned maps were re-created (another layout), if they were. */
+    readonly recreated: string[] = [],
   ) {}
 
   /** Both programs attached (by an earlier worker, or this one). */
@@ -123,15 +127,37 @@ export class Datapath {
   }
 
   /**
-   * Re-adopts a node's pins when both programs are attached; otherwise
-   * loads the objects (re-using any compatible pinned maps) and attaches
-   * what is missing: a half-finished install (one program attached, the
-   * other not, e.g. a worker killed in between) is completed, never doubled.
+   * Brings the node's datapath to this build, whatever an earlier worker
+   * left:
+   *  - nothing: load, attach, pin;
+   *  - both programs attached, the same code (kernel program tags match):
+   *    re-adopted, nothing in the kernel changes;
+   *  - attached, other code (an upgrade): the new programs replace the old
+   *    in place (BPF_LINK_UPDATE; a classic sk_msg attach is replaced on the
+   *    map), on the same pinned maps, so no connection notices; sockets
+   *    already in the sockhash keep the sk_msg program they joined with
+   *    until they close;
+   *  - one program attached and not the other (a worker killed in between):
+   *    the missing one is attached, never doubled;
+   *  - pinned maps of another layout: switched off (every further byte goes
+   *    over TCP, behind what is queued), detached and unpinned, then
+   *    installed afresh; live connections finish over TCP. Never a refusal
+   *    that would crash-loop the DaemonSet.
    */
   static install(opts: DatapathOptions): Datapath {
-    if (Datapath.installed(opts.pinRoot, opts.node)) return Datapath.openPinned(opts.pinRoot, opts.node);
     if (!opts.cgroup) throw new Error('attaching: no cgroup given');
     const pins = pinPaths(opts.pinRoot, opts.node);
+    let recreated: string[] = [];
+    if (existsSync(pins.map('ml_config'))) {
+      try {
+        Datapath.openPinned(opts.pinRoot, opts.node).close();
+      } catch (err) {
+        if (!(err instanceof IncompatiblePinError)) throw err;
+        recreated = err.differences;
+        Datapath.switchOff(opts.pinRoot, opts.node);
+        Datapath.remove(opts.pinRoot, opts.node);
+      }
+    }
     mkdirSync(pins.maps, { recursive: true });
     mkdirSync(pins.links, { recursive: true });
     const haveSockops = existsSync(pins.link('sockops'));
@@ -150,20 +176,44 @@ export class Datapath {
         // New maps: everything off until the first desired state lands.
         dp.maps.ml_config.update(Buffer.alloc(4), configValue({ flags: 0, layoutVersion: ML_LAYOUT_VERSION, maxQueued: 0, generation: 0n }));
       }
+      const skMsgProg = libbpf.programFd(redirect, 'ml_redirect');
+      const sockopsProg = libbpf.programFd(sockops, 'ml_sockops');
       const repaired: string[] = [];
+      const upgraded: string[] = [];
       // sk_msg first: a socket that sockops puts in the map must find its verdict program there.
       if (!haveSkMsg) {
-        attachSkMsg(libbpf.programFd(redirect, 'ml_redirect'), dp.maps.ml_socks.fd, pins, opts.skMsgAttach ?? 'link');
+        attachSkMsg(skMsgProg, dp.maps.ml_socks.fd, pins, opts.skMsgAttach ?? 'link');
         if (haveSockops) repaired.push('sk_msg');
+      } else if (replaceSkMsg(skMsgProg, dp.maps.ml_socks.fd, pins)) {
+        upgraded.push('sk_msg');
       }
       if (!haveSockops) {
-        attachSockops(libbpf.programFd(sockops, 'ml_sockops'), opts.cgroup, pins.link('sockops'));
+        attachSockops(sockopsProg, opts.cgroup, pins.link('sockops'));
         if (haveSkMsg) repaired.push('sockops');
+      } else if (replaceLink(pins.link('sockops'), sockopsProg)) {
+        upgraded.push('sockops');
       }
-      return new Datapath(opts.node, pins, dp.maps, false, repaired);
+      return new Datapath(opts.node, pins, dp.maps, haveSockops && haveSkMsg, repaired, upgraded, recreated);
     } finally {
       // Pinned maps and links keep everything alive without these.
       for (const o of objects) libbpf.closeObject(o);
+    }
+  }
+
+  /** Clears the kill switch in the pinned config, whatever its layout (flags are its first word in every version). */
+  static switchOff(pinRoot: string, node: string): void {
+    const pins = pinPaths(pinRoot, node);
+    if (!existsSync(pins.map('ml_config'))) return;
+    const m = BpfMap.openPinned('ml_config', pins.map('ml_config'));
+    try {
+      const key = Buffer.alloc(4);
+      const cfg = m.lookup(key);
+      if (cfg) {
+        cfg.writeUInt32LE(0, 0);
+        m.update(key, cfg);
+      }
+    } finally {
+      m.close();
     }
   }
 
@@ -251,6 +301,45 @@ function attachSockops(progFd: number, cgroup: string, pin: string): void {
   } finally {
     closeSync(cg);
   }
+}
+
+/** The kernel's tag of a program: a hash of its instructions as loaded (map fds left out), equal for equal code. */
+function progTag(fd: number): string {
+  return libbpf.objInfo(fd, 256).subarray(8, 16).toString('hex');
+}
+
+/** Points a pinned link at newProg if it runs other code; true when it did. */
+function replaceLink(pin: string, newProg: number): boolean {
+  const link = libbpf.objGet(pin);
+  try {
+    const old = libbpf.progFdById(libbpf.objInfo(link, 64).readUInt32LE(8));
+    try {
+      if (progTag(old) === progTag(newProg)) return false;
+    } finally {
+      libbpf.closeFd(old);
+    }
+    libbpf.linkUpdate(link, newProg);
+    return true;
+  } finally {
+    libbpf.closeFd(link);
+  }
+}
+
+/** The sk_msg verdict of this build, in place of another one; true when it replaced one. */
+function replaceSkMsg(newProg: number, sockhashFd: number, pins: PinPaths): boolean {
+  if (existsSync(pins.link('sk_msg'))) return replaceLink(pins.link('sk_msg'), newProg);
+  const pin = pins.prog('sk_msg');
+  const old = libbpf.objGet(pin);
+  try {
+    if (progTag(old) === progTag(newProg)) return false;
+  } finally {
+    libbpf.closeFd(old);
+  }
+  // A classic attach of another program to the same map replaces it.
+  libbpf.progAttach(newProg, sockhashFd, BPF_SK_MSG_VERDICT);
+  unlinkSync(pin);
+  libbpf.pin(newProg, pin);
+  return true;
 }
 
 function skMsgAttached(pins: PinPaths): boolean {

@@ -51,6 +51,8 @@ const f = {
   linkCreate: lib.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)'),
   linkDetach: lib.func('int bpf_link_detach(int link_fd)'),
   progAttach: lib.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
+  linkUpdate: lib.func('int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)'),
+  progGetFdById: lib.func('int bpf_prog_get_fd_by_id(uint32_t id)'),
   progDetach2: lib.func('int bpf_prog_detach2(int prog_fd, int attachable_fd, int type)'),
   objPin: lib.func('int bpf_obj_pin(int fd, const char *path)'),
   objGet: lib.func('int bpf_obj_get(const char *path)'),
@@ -109,6 +111,9 @@ export const libbpf = {
   /** The attach that predates bpf_links: the program lives on the map (sockmap verdicts before 6.10). */
   progAttach: (progFd: number, targetFd: number, type: number): void => void check('attaching program', f.progAttach(progFd, targetFd, type, 0)),
   progDetach: (progFd: number, targetFd: number, type: number): void => void check('detaching program', f.progDetach2(progFd, targetFd, type)),
+  /** BPF_LINK_UPDATE: the link runs newProgFd from now on, atomically. */
+  linkUpdate: (linkFd: number, newProgFd: number): void => void check('updating link', f.linkUpdate(linkFd, newProgFd, null)),
+  progFdById: (id: number): number => check(`opening program ${id}`, f.progGetFdById(id)),
   pin: (fd: number, path: string): void => void check(`pinning ${path}`, f.objPin(fd, path)),
   objGet: (path: string): number => check(`opening pinned ${path}`, f.objGet(path)),
   /** struct bpf_map_info / bpf_link_info / bpf_prog_info, raw. */
