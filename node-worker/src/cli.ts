@@ -10,6 +10,7 @@ import { probeKernel, missingFeatures, formatFeatures } from './bpf/features.js'
 import { DEFAULT_PIN_ROOT } from './bpf/pins.js';
 import { formatStatus, readStatus } from './bpf/status.js';
 import { Reconciler } from './state/apply.js';
+import { SideTableSweeper } from './state/sweep.js';
 import { readStateFile, watchStateFile } from './statefile.js';
 import { createLogger } from './log.js';
 import { WorkerMetrics } from './metrics.js';
@@ -61,6 +62,9 @@ Options:
                         sk_rmem_alloc (before 6.13 without the 6.1.122 / 5.10
                         backports): flow control then never holds a slow reader's
                         queue; without this flag the worker refuses to start there
+  --sweep-interval S    delete side-table entries of closed sockets every S seconds
+                        (default 30; another sockops program may have cleared the
+                        callback flag that reports a close)
   --max-pods N          pods this node can hold; sizes the maps (default 110)
   --max-connections N   sockets accelerated at once (default 65536)
   --metrics-addr ADDR   serve /metrics, /healthz, /readyz on [HOST:]PORT (run; default off)
@@ -97,6 +101,7 @@ async function main(argv: string[]): Promise<void> {
       'nats-password': { type: 'string', default: process.env.MESHLANE_NATS_PASSWORD ?? fileEnv('MESHLANE_NATS_PASSWORD_FILE') },
       'nats-ca': { type: 'string', default: process.env.MESHLANE_NATS_CA },
       'status-interval': { type: 'string', default: '10' },
+      'sweep-interval': { type: 'string', default: '30' },
       'pin-root': { type: 'string', default: process.env.MESHLANE_PIN_ROOT ?? DEFAULT_PIN_ROOT },
       'bpf-dir': { type: 'string', default: process.env.MESHLANE_BPF_DIR },
       'max-pods': { type: 'string', default: '110' },
@@ -126,6 +131,7 @@ async function main(argv: string[]): Promise<void> {
         state: values.state,
         nats: values.nats ? { servers: values.nats.split(','), user: values['nats-user'], pass: values['nats-password'], ca: values['nats-ca'] } : undefined,
         statusIntervalMs: positiveInt(values['status-interval'], '--status-interval') * 1000,
+        sweepIntervalMs: positiveInt(values['sweep-interval'], '--sweep-interval') * 1000,
         bpfDir: values['bpf-dir'] ?? defaultBpfDir(),
         maxPods: positiveInt(values['max-pods'], '--max-pods'),
         maxConnections: positiveInt(values['max-connections'], '--max-connections'),
@@ -185,6 +191,7 @@ interface RunOptions {
   state: string | undefined;
   nats: NatsOptions | undefined;
   statusIntervalMs: number;
+  sweepIntervalMs: number;
   bpfDir: string;
   maxPods: number;
   maxConnections: number;
@@ -222,6 +229,20 @@ async function run(o: RunOptions): Promise<void> {
   log.info({ adopted: dp.adopted, pins: dp.pins.dir, cgroup: o.cgroup }, dp.adopted ? 're-adopted pinned datapath' : 'datapath loaded and attached');
 
   const metrics = new WorkerMetrics(dp, features);
+  const sweeper = new SideTableSweeper(dp);
+  const sweep = setInterval(() => {
+    try {
+      const n = sweeper.sweep();
+      if (n.pending || n.links) {
+        metrics.swept.inc({ map: 'ml_pending' }, n.pending);
+        metrics.swept.inc({ map: 'ml_links' }, n.links);
+        log.debug({ swept: n }, 'side-table entries of closed sockets deleted');
+      }
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'sweeping the side tables failed; next time');
+    }
+  }, o.sweepIntervalMs);
+  sweep.unref();
   const reconciler = new Reconciler(dp);
   let ready = false;
   let shutdown: () => Promise<void>;

@@ -16,6 +16,12 @@ export class WorkerMetrics {
   readonly registry = new Registry();
   readonly stateErrors = new Counter({ name: 'meshlane_worker_state_errors_total', help: 'Desired states refused or failed to apply', registers: [this.registry] });
   readonly applies = new Counter({ name: 'meshlane_worker_applies_total', help: 'Desired states applied', registers: [this.registry] });
+  readonly swept = new Counter({
+    name: 'meshlane_worker_swept_entries_total',
+    help: 'Side-table entries of sockets that closed without a close callback (another program cleared the flag), deleted by the sweep',
+    labelNames: ['map'],
+    registers: [this.registry],
+  });
   readonly busErrors = new Counter({
     name: 'meshlane_worker_follow_errors_total',
     help: 'Failures while following the bus, by kind: bus (NATS unreachable, timeouts), rejected (a delta or snapshot refused), apply (a map write failed); each is retried',

@@ -177,6 +177,8 @@ export class Worker {
   metricsPort: number | undefined;
   /** The BPF objects of the next start (default: the build's bpf/out). */
   bpfDir: string | undefined;
+  /** More `run` flags for the next start. */
+  extraArgs: string[] = [];
   constructor(
     readonly cluster: TestCluster,
     readonly node: string,
@@ -197,6 +199,7 @@ export class Worker {
     const source = this.natsUrl ? ['--nats', this.natsUrl, '--status-interval', '1'] : ['--state', this.stateFile];
     if (this.metricsPort) source.push('--metrics-addr', `127.0.0.1:${this.metricsPort}`);
     if (this.bpfDir) source.push('--bpf-dir', this.bpfDir);
+    source.push(...this.extraArgs);
     const p = spawn(process.execPath, [WORKER_CLI, 'run', '--node', this.pinNode, '--cgroup', this.cluster.nodeCgroup(this.node), ...source, '--pin-root', PIN_ROOT, '--log-level', 'debug'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...(this.natsAuth ? { MESHLANE_NATS_USER: this.natsAuth.user, MESHLANE_NATS_PASSWORD: this.natsAuth.pass } : {}) },
@@ -374,10 +377,11 @@ export class TestCluster {
     };
   }
 
-  async startWorker(node: string, state = this.state(node)): Promise<Worker> {
+  async startWorker(node: string, state = this.state(node), extraArgs: string[] = []): Promise<Worker> {
     const file = join(this.tmp, `${node}.state.json`);
     writeFileSync(file, JSON.stringify(state));
     const w = new Worker(this, node, file);
+    w.extraArgs = extraArgs;
     this.workers.set(node, w);
     await w.start();
     return w;
