@@ -11,6 +11,7 @@ import { DEFAULT_PIN_ROOT } from './bpf/pins.js';
 import { formatStatus, readStatus } from './bpf/status.js';
 import { Reconciler } from './state/apply.js';
 import { SideTableSweeper } from './state/sweep.js';
+import { daemonSetDeleted, discoverPodCgroup, inClusterApi, nodeMaxPods, type ApiAccess } from './node-facts.js';
 import { readStateFile, watchStateFile } from './statefile.js';
 import { createLogger } from './log.js';
 import { WorkerMetrics } from './metrics.js';
@@ -43,7 +44,11 @@ Usage:
 
 Options:
   --node NAME           node name (env MESHLANE_NODE)
-  --cgroup PATH         cgroup v2 directory to attach to (env MESHLANE_CGROUP)
+  --cgroup PATH|auto    cgroup v2 directory to attach to (env MESHLANE_CGROUP); auto
+                        (default): the kubelet's kubepods cgroup under --cgroup-root,
+                        kubepods.slice (systemd driver) or kubepods (cgroupfs)
+  --cgroup-root DIR     the host's cgroup v2 mount (default /sys/fs/cgroup, env
+                        MESHLANE_CGROUP_ROOT)
   --state FILE          desired NodeState JSON (run)
   --nats URL            NATS server(s), comma-separated (env MESHLANE_NATS_URL)
   --nats-user USER      NATS user (env MESHLANE_NATS_USER, or a file named by
@@ -65,7 +70,15 @@ Options:
   --sweep-interval S    delete side-table entries of closed sockets every S seconds
                         (default 30; another sockops program may have cleared the
                         callback flag that reports a close)
-  --max-pods N          pods this node can hold; sizes the maps (default 110)
+  --max-pods N|auto     pods this node can hold; sizes the maps. auto (default): the
+                        Node's status.capacity.pods from the Kubernetes API (the
+                        pod's service account needs get on nodes), 110 outside a
+                        cluster
+  --kube-api URL        Kubernetes API for auto (default: in-cluster; env MESHLANE_KUBE_API)
+  --daemonset NS/NAME   the worker's own DaemonSet (env MESHLANE_DAEMONSET): when it is
+                        deleted (helm uninstall), a stopping worker detaches the programs
+                        and removes its pins, as uninstall does; on any other stop (rolling
+                        update, drain, crash) everything stays attached
   --max-connections N   sockets accelerated at once (default 65536)
   --metrics-addr ADDR   serve /metrics, /healthz, /readyz on [HOST:]PORT (run; default off)
   --log-level LEVEL     pino level (default info, env MESHLANE_LOG_LEVEL)
@@ -94,7 +107,10 @@ async function main(argv: string[]): Promise<void> {
     allowPositionals: true,
     options: {
       node: { type: 'string', default: process.env.MESHLANE_NODE },
-      cgroup: { type: 'string', default: process.env.MESHLANE_CGROUP },
+      cgroup: { type: 'string', default: process.env.MESHLANE_CGROUP ?? 'auto' },
+      'cgroup-root': { type: 'string', default: process.env.MESHLANE_CGROUP_ROOT ?? '/sys/fs/cgroup' },
+      'kube-api': { type: 'string', default: process.env.MESHLANE_KUBE_API },
+      daemonset: { type: 'string', default: process.env.MESHLANE_DAEMONSET },
       state: { type: 'string' },
       nats: { type: 'string', default: process.env.MESHLANE_NATS_URL },
       'nats-user': { type: 'string', default: process.env.MESHLANE_NATS_USER ?? fileEnv('MESHLANE_NATS_USER_FILE') },
@@ -104,7 +120,7 @@ async function main(argv: string[]): Promise<void> {
       'sweep-interval': { type: 'string', default: '30' },
       'pin-root': { type: 'string', default: process.env.MESHLANE_PIN_ROOT ?? DEFAULT_PIN_ROOT },
       'bpf-dir': { type: 'string', default: process.env.MESHLANE_BPF_DIR },
-      'max-pods': { type: 'string', default: '110' },
+      'max-pods': { type: 'string', default: 'auto' },
       'max-connections': { type: 'string', default: '65536' },
       'metrics-addr': { type: 'string' },
       'log-level': { type: 'string', default: process.env.MESHLANE_LOG_LEVEL ?? 'info' },
@@ -127,13 +143,15 @@ async function main(argv: string[]): Promise<void> {
       return run({
         node,
         pinRoot,
-        cgroup: values.cgroup ?? fail('--cgroup is required for run'),
+        cgroup: values.cgroup === 'auto' ? cgroupOrFail(values['cgroup-root']) : values.cgroup,
         state: values.state,
         nats: values.nats ? { servers: values.nats.split(','), user: values['nats-user'], pass: values['nats-password'], ca: values['nats-ca'] } : undefined,
         statusIntervalMs: positiveInt(values['status-interval'], '--status-interval') * 1000,
         sweepIntervalMs: positiveInt(values['sweep-interval'], '--sweep-interval') * 1000,
         bpfDir: values['bpf-dir'] ?? defaultBpfDir(),
-        maxPods: positiveInt(values['max-pods'], '--max-pods'),
+        maxPods: values['max-pods'] === 'auto' ? 'auto' : positiveInt(values['max-pods'], '--max-pods'),
+        kubeApi: values['kube-api'] ? { url: values['kube-api'] } : inClusterApi(),
+        daemonSet: values.daemonset ? nsName(values.daemonset) : undefined,
         maxConnections: positiveInt(values['max-connections'], '--max-connections'),
         metricsAddr: values['metrics-addr'],
         logLevel: values['log-level'],
@@ -153,6 +171,45 @@ async function main(argv: string[]): Promise<void> {
       return uninstall(pinRoot, node);
     default:
       fail(`unknown command ${JSON.stringify(cmd)}; see --help`);
+  }
+}
+
+function nsName(v: string): { namespace: string; name: string } {
+  const [namespace, name, extra] = v.split('/');
+  if (!namespace || !name || extra !== undefined) fail(`--daemonset must be NAMESPACE/NAME, got ${JSON.stringify(v)}`);
+  return { namespace, name };
+}
+
+function cgroupOrFail(root: string): string {
+  try {
+    return discoverPodCgroup(root).path;
+  } catch (err) {
+    return fail((err as Error).message, 1);
+  }
+}
+
+/** --max-pods auto: the Node's capacity, or the kubelet's default outside a cluster. */
+async function maxPodsOf(o: RunOptions, log: ReturnType<typeof createLogger>): Promise<number> {
+  if (o.maxPods !== 'auto') return o.maxPods;
+  if (!o.kubeApi) {
+    log.warn('--max-pods auto outside a cluster (no Kubernetes API): sizing the maps for 110 pods');
+    return 110;
+  }
+  // Bounded: the programs must be attached and health served in time for
+  // the kubelet's probes even when the API is slow.
+  for (let attempt = 1, delay = 500; ; attempt++, delay *= 2) {
+    try {
+      const n = await nodeMaxPods(o.kubeApi, o.node);
+      log.info({ maxPods: n }, 'pod capacity of the node, from its Node object');
+      return n;
+    } catch (err) {
+      if (attempt >= 5) {
+        log.error({ err: (err as Error).message }, 'cannot read the node\'s pod capacity: sizing the maps for 250 pods (give --max-pods N, or let the service account get nodes)');
+        return 250;
+      }
+      log.warn({ err: (err as Error).message, retryMs: delay }, 'cannot read the node\'s pod capacity yet; retrying');
+      await new Promise((r) => setTimeout(r, delay));
+    }
   }
 }
 
@@ -193,7 +250,9 @@ interface RunOptions {
   statusIntervalMs: number;
   sweepIntervalMs: number;
   bpfDir: string;
-  maxPods: number;
+  maxPods: number | 'auto';
+  kubeApi: ApiAccess | undefined;
+  daemonSet: { namespace: string; name: string } | undefined;
   maxConnections: number;
   metricsAddr: string | undefined;
   logLevel: string;
@@ -220,7 +279,7 @@ async function run(o: RunOptions): Promise<void> {
     cgroup: o.cgroup,
     objectDir: o.bpfDir,
     pinRoot: o.pinRoot,
-    capacity: capacityForPods(o.maxPods, o.maxConnections),
+    capacity: capacityForPods(await maxPodsOf(o, log), o.maxConnections),
     skMsgAttach: chooseSkMsgAttach(o.skMsgAttach, features.skMsgAttach),
   });
   if (dp.recreated.length) log.warn({ differences: dp.recreated }, 'pinned maps had another layout: switched off, detached and re-created; live connections finish over TCP');
@@ -315,15 +374,22 @@ async function run(o: RunOptions): Promise<void> {
 
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
-      log.info({ signal: sig }, 'stopping; programs and maps stay attached');
+      log.info({ signal: sig }, 'stopping');
       resolve();
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  clearInterval(sweep);
   await shutdown();
   server?.close();
   dp.close();
+  if (o.daemonSet && o.kubeApi && (await daemonSetDeleted(o.kubeApi, o.daemonSet.namespace, o.daemonSet.name))) {
+    log.info({ daemonset: `${o.daemonSet.namespace}/${o.daemonSet.name}` }, 'my DaemonSet is being deleted: uninstalling (connections continue over TCP)');
+    uninstall(o.pinRoot, o.node);
+  } else {
+    log.info('programs and maps stay attached (fail-static)');
+  }
 }
 
 main(process.argv.slice(2)).catch((err: Error) => fail(err.message, 1));

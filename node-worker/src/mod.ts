@@ -9,3 +9,4 @@ export { pinPaths, DEFAULT_PIN_ROOT } from './bpf/pins.js';
 export { NodeFollower, type StateApplier, type FollowerOptions } from './bus/follower.js';
 export { StatusReporter } from './bus/status.js';
 export { libbpf } from './bpf/libbpf.js';
+export { discoverPodCgroup, nodeMaxPods, inClusterApi, type ApiAccess, type PodCgroup } from './node-facts.js';

@@ -5,6 +5,8 @@
  * whole when any field is wrong.
  */
 import { existsSync, unlinkSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Datapath, libbpf } from '@meshlane/node-worker';
@@ -231,6 +233,54 @@ describe('datapath - worker lifecycle', () => {
     expect(after.recvSha).toBe(after.sentSha);
     expect(w.counters().paired_mesh - before.paired_mesh).toBe(1);
     expect((w.statusJson() as { links: unknown[] }).links).toHaveLength(2);
+  });
+
+  it('a stopping worker detaches everything only when its DaemonSet is being deleted (helm uninstall), not on a rolling update', async () => {
+    // The one API call involved, GET apps/v1 daemonset, as the apiserver answers it.
+    let deleting: 'no' | 'deletionTimestamp' | 'gone' = 'no';
+    const api = createServer((req, res) => {
+      if (req.url !== '/apis/apps/v1/namespaces/istio-system/daemonsets/meshlane-worker') {
+        res.writeHead(404, { 'content-type': 'application/json' }).end('{"kind":"Status","code":404}');
+        return;
+      }
+      if (deleting === 'gone') {
+        res.writeHead(404, { 'content-type': 'application/json' }).end('{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}');
+        return;
+      }
+      const metadata = { name: 'meshlane-worker', namespace: 'istio-system', ...(deleting === 'deletionTimestamp' ? { deletionTimestamp: new Date().toISOString() } : {}) };
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ kind: 'DaemonSet', apiVersion: 'apps/v1', metadata }));
+    });
+    await new Promise<void>((r) => api.listen(0, '127.0.0.1', () => r()));
+    const w = c.worker('n1');
+    const url = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    try {
+      await w.stop('SIGTERM');
+      w.extraArgs = ['--kube-api', url, '--daemonset', 'istio-system/meshlane-worker', '--max-pods', '110'];
+      await w.start();
+      await w.stop('SIGTERM');
+      expect(w.log).toMatch(/programs and maps stay attached/);
+      expect(Datapath.installed(PIN_ROOT, w.pinNode)).toBe(true);
+      for (const how of ['deletionTimestamp', 'gone'] as const) {
+        await w.start();
+        const running = load();
+        await new Promise((r) => setTimeout(r, 500));
+        deleting = how;
+        await w.stop('SIGTERM');
+        expect(w.log).toMatch(/my DaemonSet is being deleted: uninstalling/);
+        expect(Datapath.installed(PIN_ROOT, w.pinNode)).toBe(false);
+        expect(existsSync(`${PIN_ROOT}/${w.pinNode}`)).toBe(false);
+        const [one, many] = await running;
+        expect(one.error).toBeUndefined();
+        expect(one.recvSha).toBe(one.sentSha);
+        expect(many.errors).toEqual([]);
+        expect(many.mismatches).toBe(0);
+        deleting = 'no';
+      }
+    } finally {
+      w.extraArgs = [];
+      api.close();
+      await w.start();
+    }
   });
 
   it('uninstall under load returns every connection to the normal path intact', async () => {
