@@ -139,14 +139,24 @@ describe('deploy/ manifests', () => {
     const mounts = new Map((worker?.volumeMounts ?? []).map((m) => [m.name, m]));
     expect(mounts.get('bpffs')?.mountPath).toBe('/sys/fs/bpf');
     expect(mounts.get('cgroup')?.mountPath).toBe('/host/sys/fs/cgroup');
-    expect(worker?.args).toContain('/host/sys/fs/cgroup/kubepods.slice');
+    // The kubepods cgroup and the pod capacity are found on the node, not assumed.
+    const arg = (flag: string) => worker?.args?.[(worker.args ?? []).indexOf(flag) + 1];
+    expect(arg('--cgroup')).toBe('auto');
+    expect(arg('--cgroup-root')).toBe('/host/sys/fs/cgroup');
+    expect(arg('--max-pods')).toBe('auto');
+    expect(arg('--daemonset')).toBe('$(MESHLANE_NAMESPACE)/meshlane-worker');
     // The Secret with every node's password is mounted by the init step only.
     const allCreds = p.volumes?.find((v) => v.secret?.secretName === 'meshlane-nats-node-credentials');
     expect(allCreds).toBeDefined();
     expect(mounts.has(allCreds?.name ?? '')).toBe(false);
     expect(p.initContainers?.[0]?.volumeMounts?.map((m) => m.name)).toContain(allCreds?.name);
     expect(p.volumes?.find((v) => v.name === 'nats-credentials')?.emptyDir?.medium).toBe('Memory');
-    expect(p.automountServiceAccountToken).toBe(false);
+    // Its token can read its Node and its own DaemonSet, nothing else.
+    expect(p.automountServiceAccountToken).toBe(true);
+    const cr = get<{ rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] }>('ClusterRole', 'meshlane-worker');
+    expect(cr.rules).toEqual([{ apiGroups: [''], resources: ['nodes'], verbs: ['get'] }]);
+    const r = get<{ rules: { apiGroups: string[]; resources: string[]; resourceNames: string[]; verbs: string[] }[] }>('Role', 'meshlane-worker');
+    expect(r.rules).toEqual([{ apiGroups: ['apps'], resources: ['daemonsets'], resourceNames: ['meshlane-worker'], verbs: ['get'] }]);
     // Nobody else sees the node credentials or the control plane's.
     for (const w of workloads.filter((x) => x.metadata.name !== 'meshlane-worker')) {
       const ps = (w as unknown as Workload).spec.template.spec;
@@ -188,7 +198,7 @@ describe('deploy/ manifests', () => {
     const role = get<{ metadata: { namespace: string }; rules: { apiGroups: string[]; resources: string[] }[] }>('Role', 'meshlane-controlplane-leader-election');
     expect(role.metadata.namespace).toBe('istio-system');
     expect(role.rules.map((r) => [r.apiGroups, r.resources])).toEqual([[['coordination.k8s.io'], ['leases']]]);
-    expect(objects.filter((o) => o.kind === 'ClusterRoleBinding').map((o) => (o as unknown as { roleRef: { name: string } }).roleRef.name)).toEqual(['meshlane-controlplane']);
+    expect(objects.filter((o) => o.kind === 'ClusterRoleBinding').map((o) => (o as unknown as { roleRef: { name: string } }).roleRef.name).sort()).toEqual(['meshlane-controlplane', 'meshlane-worker']);
     expect(get<{ spec: { minAvailable: number } }>('PodDisruptionBudget', 'meshlane-controlplane').spec.minAvailable).toBe(1);
   });
 
