@@ -87,6 +87,12 @@ export interface Export {
   subject: string;
   /** The accounts that may import it (never public). */
   to: string[];
+  /**
+   * Services only: how long the server keeps a request's reply mapping
+   * waiting for the answer (nats-server `response_threshold`, a Go
+   * duration; its default is 2m).
+   */
+  responseThreshold?: string;
 }
 
 export interface Import {
@@ -120,6 +126,17 @@ export interface Account {
 export const WORKER_LIMITS: Limits = { maxConnections: 4, maxSubscriptions: 64, maxPayload: 64 << 10 };
 /** Operators' CLIs: a handful at once, reads only. */
 export const AUDITOR_LIMITS: Limits = { maxConnections: 32, maxSubscriptions: 256, maxPayload: 64 << 10 };
+
+/**
+ * How long the server holds the reply mapping of a worker's status or audit
+ * publish. JetStream's ack answers (and clears) it at once; should an answer
+ * never come, a publish that names a reply subject would leave a mapping in
+ * MESHLANE for nats-server's default of 2 minutes, and a worker could pile
+ * up hundreds of thousands (about 0.8 KB each, measured on 2.9.10) and fill
+ * the server's memory. 1 s bounds them to what one worker sends in a second
+ * (test/bus/isolation.test.ts).
+ */
+export const WORKER_WRITE_RESPONSE_THRESHOLD = '1s';
 
 /** The direct gets a worker may send: its own snapshot key, its own delta subjects. */
 export function workerReads(node: string): { snapshot: string; deltas: string } {
@@ -194,7 +211,9 @@ export function busAccounts(c: BusCredentials): Account[] {
       limits: WORKER_LIMITS,
     };
     cp.exports.push(
-      ...[reads.snapshot, reads.deltas, ...own].map((subject): Export => ({ kind: 'service', subject, to: [name] })),
+      ...[reads.snapshot, reads.deltas].map((subject): Export => ({ kind: 'service', subject, to: [name] })),
+      // Its writes are never answered: their reply mappings must not outlive a second (see WORKER_WRITE_RESPONSE_THRESHOLD).
+      ...own.map((subject): Export => ({ kind: 'service', subject, to: [name], responseThreshold: WORKER_WRITE_RESPONSE_THRESHOLD })),
       { kind: 'stream', subject: subjects.nodeDeltas(node), to: [name] },
     );
     for (const subject of own) auditor.imports.push({ kind: 'stream', account: name, subject });
@@ -238,7 +257,10 @@ function renderAccount(a: Account): string {
   if (a.limits) lines.push(`${i}limits: { max_connections: ${a.limits.maxConnections}, max_subscriptions: ${a.limits.maxSubscriptions}, max_payload: ${a.limits.maxPayload} }`);
   if (a.exports.length) {
     lines.push(`${i}exports: [`);
-    for (const e of a.exports) lines.push(`${i}  { ${e.kind}: ${q(e.subject)}, accounts: ${renderList(e.to)} }`);
+    for (const e of a.exports) {
+      const threshold = e.kind === 'service' && e.responseThreshold !== undefined ? `, response_threshold: ${q(e.responseThreshold)}` : '';
+      lines.push(`${i}  { ${e.kind}: ${q(e.subject)}, accounts: ${renderList(e.to)}${threshold} }`);
+    }
     lines.push(`${i}]`);
   }
   if (a.imports.length) {

@@ -69,7 +69,7 @@ export class NatsServer {
     // The owner's pid is in the name, so a later run can tell a server whose
     // test process died by a signal (no exit handler ran) and stop it.
     const dir = mkdtempSync(join(tmpdir(), `mlt-nats-${process.pid}-`));
-    const config = [`listen: 127.0.0.1:${port}`, `jetstream { store_dir: "${join(dir, 'js')}", max_memory_store: 256MB, max_file_store: 1GB }`, opts.config ?? ''].join('\n');
+    const config = [`listen: 127.0.0.1:${port}`, `jetstream { store_dir: "${join(dir, 'js')}", max_memory_store: 256MB, max_file_store: 4GB }`, opts.config ?? ''].join('\n');
     const s = new NatsServer(port, dir, config);
     await s.boot();
     return s;

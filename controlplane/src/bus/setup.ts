@@ -10,6 +10,14 @@ import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { AUDIT_STREAM, DELTA_STREAM, MAX_STATE_BYTES, SNAPSHOT_BUCKET, STATUS_STREAM, subjects } from '@meshlane/proto';
 
+/**
+ * Audit history is bounded per subject (node and event type) and in bytes,
+ * discarding the oldest. One node can hold at most its worker types x
+ * auditPerSubject x AUDIT_EVENT_MAX_BYTES (24 MiB by default) of the
+ * stream's auditMaxBytes (1 GiB): flooding, it pushes out only its own
+ * events; it would take some 40 nodes flooding together to push out
+ * everyone else's history (test/bus/isolation.test.ts keeps the ratio).
+ */
 export interface BusLimits {
   /** JetStream replicas of every asset: 3 on a 3-node NATS cluster. */
   replicas: number;
@@ -27,14 +35,19 @@ export const DEFAULT_LIMITS: BusLimits = {
   deltaMaxAgeMs: 24 * 3600_000,
   deltaMaxBytes: 256 << 20,
   auditMaxAgeMs: 7 * 24 * 3600_000,
-  auditMaxBytes: 256 << 20,
-  auditPerSubject: 10_000,
+  auditMaxBytes: 1 << 30,
+  auditPerSubject: 1_000,
 };
 
 const nanos = (ms: number) => ms * 1_000_000;
 
-/** Audit events and statuses are small; anything bigger is refused by the server. */
-const EVENT_MAX_BYTES = 64 << 10;
+/**
+ * An audit event carries at most two 1 KiB texts (reason and summary are
+ * bounded by boundText), a status its counters and map sizes (about 3 KB):
+ * anything bigger is refused by the stream.
+ */
+export const AUDIT_EVENT_MAX_BYTES = 8 << 10;
+export const STATUS_MAX_BYTES = 16 << 10;
 
 async function ensureStream(nc: NatsConnection, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
   const jsm = await jetstreamManager(nc);
@@ -73,13 +86,12 @@ export async function setupBus(nc: NatsConnection, limits: BusLimits): Promise<K
     max_age: nanos(limits.auditMaxAgeMs),
     max_bytes: limits.auditMaxBytes,
     max_msgs_per_subject: limits.auditPerSubject,
-    max_msg_size: EVENT_MAX_BYTES,
+    max_msg_size: AUDIT_EVENT_MAX_BYTES,
     num_replicas: limits.replicas,
     allow_direct: true,
-    // Workers' events arrive through service imports, whose replies the
-    // server maps back to them; without acks at all, no reply subject a
-    // publisher names can ever be answered inside this account.
-    no_ack: true,
+    // Acks stay on: workers' events arrive through service imports, so an
+    // ack goes back through the server's reply mapping (into the worker's
+    // own account) and clears it at once.
   });
   // Only the latest status of each worker (and of the control plane) matters.
   await ensureStream(nc, {
@@ -88,11 +100,12 @@ export async function setupBus(nc: NatsConnection, limits: BusLimits): Promise<K
     storage: StorageType.File,
     discard: DiscardPolicy.Old,
     max_msgs_per_subject: 1,
-    max_msg_size: EVENT_MAX_BYTES,
-    max_bytes: 64 << 20,
+    max_msg_size: STATUS_MAX_BYTES,
+    // One status per subject: room for 16,384 nodes at the largest status,
+    // so no node's status can push another's out.
+    max_bytes: 16_384 * STATUS_MAX_BYTES,
     num_replicas: limits.replicas,
     allow_direct: true,
-    no_ack: true,
   });
   const kvm = new Kvm(nc);
   // allow_direct: gets name the key in the subject, which is what a node's
