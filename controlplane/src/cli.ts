@@ -5,16 +5,11 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { DEFAULT_SWITCHES } from '@meshlane/proto';
-import { ControlPlane } from './controlplane.js';
-import { KubeSources, loadKubeConfig } from './kube/sources.js';
-import { FileSink } from './sinks/file-sink.js';
 import { serveOps } from './ops-server.js';
-import { IstiodXdsSource } from './xds/index.js';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { BusLeadership } from './bus/leadership.js';
-import { DEFAULT_LIMITS, setupBus } from './bus/setup.js';
-import { LeaseElector } from './leader/lease.js';
-import { ManifestSource } from './local/manifests.js';
+import type { ControlPlane } from './controlplane.js';
+import type { FileSink } from './sinks/file-sink.js';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { BusLeadership } from './bus/leadership.js';
 import type { ClusterSource } from './source.js';
 
 const HELP = `meshlane-controlplane: computes every node's meshlane desired state from
@@ -108,8 +103,34 @@ async function main(): Promise<void> {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
-  const kc = values['cluster-dir'] && !values.kubeconfig ? undefined : loadKubeConfig(values.kubeconfig);
-  const kube: ClusterSource = values['cluster-dir'] ? new ManifestSource(values['cluster-dir'], log) : new KubeSources(kc!, log);
+  // The ops server comes first: the liveness probe gets an answer while
+  // NATS connects and the sources list, and /readyz says why not ready.
+  let cp: ControlPlane | undefined;
+  let leadership: BusLeadership | undefined;
+  const server = await serveOps(values['metrics-addr'], registry, () => {
+    if (!cp?.ready()) return 'sources not synced';
+    const h = leadership?.health();
+    if (h?.fenced) return `publishing stopped: ${h.fenced}`;
+    const refused = Object.entries(h?.refused ?? {});
+    if (refused.length) return `${refused.length} node(s) cannot be published: ${refused.slice(0, 3).map(([n, why]) => `${n}: ${why}`).join('; ')}`;
+    return undefined;
+  });
+  const bound = server.address();
+  log.info({ addr: typeof bound === 'object' && bound ? `${bound.address}:${bound.port}` : values['metrics-addr'] }, 'ops server listening (/healthz, /readyz, /metrics)');
+
+  // Everything else is imported only now: loading the Kubernetes and gRPC
+  // clients takes seconds, and the probes must be answered meanwhile.
+  const [{ ControlPlane }, { FileSink }, { IstiodXdsSource }] = await Promise.all([import('./controlplane.js'), import('./sinks/file-sink.js'), import('./xds/index.js')]);
+  const needKube = !values['cluster-dir'] || Boolean(values.kubeconfig);
+  const kubeMod = needKube ? await import('./kube/sources.js') : undefined;
+  const kc = kubeMod?.loadKubeConfig(values.kubeconfig);
+  let kube: ClusterSource;
+  if (values['cluster-dir']) {
+    const { ManifestSource } = await import('./local/manifests.js');
+    kube = new ManifestSource(values['cluster-dir'], log);
+  } else {
+    kube = new kubeMod!.KubeSources(kc!, log);
+  }
   const istiod = values.istiod
     ? new IstiodXdsSource({
         address: values.istiod,
@@ -122,25 +143,31 @@ async function main(): Promise<void> {
       })
     : undefined;
   if (!istiod) log.warn('no --istiod: sync gate off, pods pair as soon as they run');
-  const cp = new ControlPlane({
+  const plane = new ControlPlane({
     kube,
     ...(istiod ? { istiod } : {}),
     switches: { enabled: !values.disable, appSockets: !values['no-app-sockets'], maxQueuedBytes: maxQueued },
     logger: log,
     registry,
   });
+  cp = plane;
+  // Every consumer below hangs off cp.onUpdate, which says nothing before the sources are synced.
+  let sink: FileSink | undefined;
   if (values['out-dir']) {
-    const sink = new FileSink(values['out-dir']);
-    cp.onUpdate((u) => sink.write(u));
+    const fileSink = new FileSink(values['out-dir'], { logger: log, onWritten: (node, generation) => plane.published(node, generation, 'file') });
+    plane.onUpdate((u) => fileSink.write(u));
+    sink = fileSink;
   }
-  cp.onUpdate((u) => log.debug({ node: u.node, generation: u.generation, upserts: u.delta.upsertEndpoints.length, removes: u.delta.removeEndpoints.length }, 'node state'));
-  let leadership: BusLeadership | undefined;
+  if (log.isLevelEnabled('debug')) {
+    plane.onUpdate((u) => log.debug({ node: u.node, generation: u.generation, upserts: u.delta.upsertEndpoints.length, removes: u.delta.removeEndpoints.length }, 'node state'));
+  }
   let nc: NatsConnection | undefined;
   if (values.nats) {
     const replicas = Number(values['js-replicas']);
     if (![1, 3, 5].includes(replicas)) fail(`--js-replicas must be 1, 3 or 5, got ${values['js-replicas']}`);
     const leaseSeconds = Number(values['lease-duration']);
     if (!Number.isInteger(leaseSeconds) || leaseSeconds < 2) fail(`--lease-duration must be an integer of at least 2, got ${values['lease-duration']}`);
+    const [{ connect }, { BusLeadership }, { DEFAULT_LIMITS, setupBus }] = await Promise.all([import('@nats-io/transport-node'), import('./bus/leadership.js'), import('./bus/setup.js')]);
     nc = await connect({
       servers: values.nats.split(','),
       name: `meshlane-controlplane/${values['pod-name']}`,
@@ -151,7 +178,7 @@ async function main(): Promise<void> {
     const kv = await setupBus(nc, { ...DEFAULT_LIMITS, replicas });
     const elector = values['no-leader-elect'] || !kc
       ? undefined
-      : new LeaseElector(kc, {
+      : new (await import('./leader/lease.js')).LeaseElector(kc, {
           namespace: values['lease-namespace'] ?? values['pod-namespace'],
           name: values['lease-name'],
           identity: values['pod-name'],
@@ -160,26 +187,24 @@ async function main(): Promise<void> {
           retryPeriodMs: Math.max(500, Math.round((leaseSeconds * 1000) / 7)),
           logger: log,
         });
-    leadership = new BusLeadership(cp, { nc, kv, logger: log, source: `controlplane/${values['pod-name']}`, ...(elector ? { elector } : {}) });
+    // meshlane_event_to_publish_seconds{sink="bus"} needs BusLeadership to
+    // call plane.published(u.node, u.generation) once a publish resolves.
+    leadership = new BusLeadership(plane, { nc, kv, logger: log, source: `controlplane/${values['pod-name']}`, ...(elector ? { elector } : {}) });
   }
-  cp.start();
+  plane.start();
   leadership?.start();
-  const server = await serveOps(values['metrics-addr'], registry, () => {
-    if (!cp.ready()) return 'sources not synced';
-    const h = leadership?.health();
-    if (h?.fenced) return `publishing stopped: ${h.fenced}`;
-    const refused = Object.entries(h?.refused ?? {});
-    if (refused.length) return `${refused.length} node(s) cannot be published: ${refused.slice(0, 3).map(([n, why]) => `${n}: ${why}`).join('; ')}`;
-    return undefined;
-  });
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', () => resolve());
     process.once('SIGINT', () => resolve());
   });
   log.info('stopping');
   server.close();
+  // Keep-alive probe connections would otherwise hold the process for their idle timeout.
+  server.closeAllConnections();
   await leadership?.stop();
-  await cp.stop();
+  await plane.stop();
+  // The last states handed to the sink land before the process ends.
+  await Promise.race([sink?.idle(), new Promise((r) => setTimeout(r, 5000).unref())]);
   await nc?.drain();
 }
 

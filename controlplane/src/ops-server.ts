@@ -1,4 +1,9 @@
-/** /healthz, /readyz and /metrics on one small HTTP server. */
+/**
+ * /healthz, /readyz and /metrics on one small HTTP server. It is started
+ * before anything else (sources, NATS, the initial sync): the kubelet's
+ * liveness probe must get an answer from the first second on, and the
+ * heavy work elsewhere yields to the event loop so it keeps getting one.
+ */
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 
@@ -16,7 +21,12 @@ export function serveOps(addr: string, registry: Registry, notReady: Readiness):
     };
     if (req.url === '/healthz') return send(200, 'ok\n');
     if (req.url === '/readyz') {
-      const why = notReady();
+      let why: string | undefined;
+      try {
+        why = notReady();
+      } catch (err) {
+        return send(500, `${(err as Error).message}\n`);
+      }
       return why === undefined ? send(200, 'ok\n') : send(503, `not ready: ${why}\n`);
     }
     if (req.url === '/metrics') {

@@ -50,10 +50,14 @@ export class BusLeadership {
   ) {
     cp.onUpdate((u) => {
       const pub = this.publisher;
-      pub?.publish(u).catch((err: Error) => {
-        if (err instanceof FencedError) this.fenced(pub, err);
-        else this.o.logger.error({ node: u.node, err: err.message }, 'publish failed');
-      });
+      pub?.publish(u).then(
+        // Stored (the delta, or the snapshot that repairs the node): the end of each event's way to the bus.
+        () => this.cp.published(u.node, u.generation),
+        (err: Error) => {
+          if (err instanceof FencedError) this.fenced(pub, err);
+          else this.o.logger.error({ node: u.node, err: err.message }, 'publish failed');
+        },
+      );
     });
   }
 

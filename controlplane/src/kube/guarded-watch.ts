@@ -9,8 +9,10 @@
  *  - aborts the informer itself initiates (stop(), re-watch) are not reported back as errors;
  *  - a watch that ends cleanly almost at once without delivering anything is reported as an error,
  *    so a server that keeps closing watches costs a backoff instead of a hot loop;
- *  - watch objects are deserialized like list items (e.g. timestamps become Date), so consumers see
- *    one shape whichever path delivered an object.
+ *  - an optional `deserialize` turns each event object into what the consumer wants (the informer
+ *    projects them itself, like list items, so consumers see one shape whichever path delivered it);
+ *  - an exception thrown by the callback is reported to `onCallbackError`: the library's line reader
+ *    would otherwise swallow it as if the line were not JSON.
  * After close(), every open watch is aborted and no new one starts.
  */
 import { Watch, type KubeConfig } from '@kubernetes/client-node';
@@ -22,8 +24,10 @@ export interface GuardedWatchOptions {
   timeoutSeconds: () => number;
   /** A clean end of stream sooner than this with nothing delivered counts as an error. */
   minHealthyMs: number;
-  /** Turns a raw watch event object into the typed model. */
-  deserialize: (raw: unknown) => unknown;
+  /** Turns a raw ADDED/MODIFIED/DELETED event object into what the callback gets. Default: as is. */
+  deserialize?: (raw: unknown) => unknown;
+  /** The callback threw (the event is lost to it; the watch goes on). */
+  onCallbackError?: (err: unknown) => void;
   /** A watch request is being made (the informer has finished any list before it). */
   onWatchStart: () => void;
   /** Something (event or bookmark) arrived. */
@@ -103,7 +107,12 @@ export class GuardedWatch extends Watch {
       lastActivity = Date.now();
       arm();
       this.opts.onActivity();
-      callback(phase, OBJECT_PHASES.has(phase) ? this.opts.deserialize(apiObj) : apiObj, watchObj);
+      const deserialize = this.opts.deserialize;
+      try {
+        callback(phase, deserialize && OBJECT_PHASES.has(phase) ? deserialize(apiObj) : apiObj, watchObj);
+      } catch (err) {
+        this.opts.onCallbackError?.(err);
+      }
     };
     const guardedDone: Done = (err) => {
       if (attempt.finished) return;

@@ -4,6 +4,13 @@
  * and each recomputation that changes anything yields a new generation and
  * the minimal delta from the previous one. A node is never reconciled twice
  * at once, and a burst of events for one node collapses into one pass.
+ *
+ * The work is proportional to the change: a pass costs the pods of the
+ * nodes it reconciles, never the cluster's. Automatic passes run in slices
+ * of at most `sliceMs` and yield to the event loop in between, so that a
+ * pass over every node (the first after the sources are synced, a switch
+ * flip) does not starve /healthz or the sources. While held, nothing is
+ * reconciled and nothing emitted: the dirty nodes wait for release().
  */
 import {
   NODE_STATE_API_VERSION,
@@ -38,21 +45,55 @@ export interface ReconcilerOptions {
   initialGeneration?: (node: string) => number;
   /** Flush on the next tick after an event (default), or only when flush() is called. */
   autoFlush?: boolean;
+  /**
+   * Start held: touches only mark nodes dirty until release(). What keeps a
+   * partial model (sources still listing) from ever reaching a listener.
+   */
+  held?: boolean;
+  /** Longest an automatic pass runs before yielding to the event loop (ms). Default 10. */
+  sliceMs?: number;
 }
+
+/** A node was reconciled: `update` when its state changed, undefined when nothing did. */
+export type ReconciledListener = (node: string, update: NodeUpdate | undefined) => void;
 
 export class Reconciler {
   private readonly nodes = new Map<string, NodeDesired>();
   private readonly dirty = new Set<string>();
   private scheduled = false;
+  private isHeld: boolean;
   private readonly listeners: Array<(u: NodeUpdate) => void> = [];
+  private readonly reconciledListeners: ReconciledListener[] = [];
+  private readonly seedListeners: Array<(node: string) => void> = [];
+  private idleWaiters: Array<() => void> = [];
 
   constructor(
     private readonly model: ClusterModel,
     private options: ReconcilerOptions,
-  ) {}
+  ) {
+    this.isHeld = options.held ?? false;
+  }
 
   onUpdate(cb: (u: NodeUpdate) => void): void {
     this.listeners.push(cb);
+  }
+
+  /** Every node reconciled, changed or not (before the update listeners). */
+  onReconciled(cb: ReconciledListener): void {
+    this.reconciledListeners.push(cb);
+  }
+
+  /** A node's previous state was replaced by seed(). */
+  onSeed(cb: (node: string) => void): void {
+    this.seedListeners.push(cb);
+  }
+
+  /** Ends the hold: every node touched meanwhile is reconciled (automatic passes resume). */
+  release(): void {
+    if (!this.isHeld) return;
+    this.isHeld = false;
+    this.schedule();
+    this.settleIdle();
   }
 
   /**
@@ -62,18 +103,62 @@ export class Reconciler {
   seed(state: NodeState): void {
     const endpoints = new Map(state.endpoints.map((e) => [e.pod, e]));
     this.nodes.set(state.node, { generation: state.generation, switches: state.switches, endpoints });
+    for (const l of this.seedListeners) l(state.node);
   }
 
   /** Marks nodes for recomputation. */
   touch(nodes: Iterable<string>): void {
     for (const n of nodes) this.dirty.add(n);
-    if (this.dirty.size && this.options.autoFlush !== false && !this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => {
-        this.scheduled = false;
-        this.flush();
-      });
+    this.schedule();
+  }
+
+  /** Nodes waiting to be reconciled. */
+  pending(): number {
+    return this.dirty.size;
+  }
+
+  /**
+   * Resolves once no node is waiting (at once when none is). While held it
+   * waits for the release and the passes after it.
+   */
+  whenIdle(): Promise<void> {
+    if (!this.isHeld && this.dirty.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.isHeld || this.options.autoFlush === false || this.dirty.size === 0) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.pass(this.options.sliceMs ?? 10);
+    });
+  }
+
+  /** One automatic slice: reconciles dirty nodes until the budget is spent, then yields. */
+  private pass(sliceMs: number): void {
+    if (this.isHeld) return;
+    const deadline = performance.now() + sliceMs;
+    for (const node of this.dirty) {
+      // Deleting the entry being visited is safe: a Set iterator moves on to the next one.
+      this.dirty.delete(node);
+      this.emit(node, this.reconcileNode(node));
+      if (performance.now() >= deadline) break;
     }
+    if (this.dirty.size) this.schedule();
+    else this.settleIdle();
+  }
+
+  private settleIdle(): void {
+    if (this.isHeld || this.dirty.size || !this.idleWaiters.length) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private emit(node: string, u: NodeUpdate | undefined): void {
+    for (const l of this.reconciledListeners) l(node, u);
+    if (u) for (const l of this.listeners) l(u);
   }
 
   /** Changes the node-wide switches of every node. */
@@ -82,18 +167,18 @@ export class Reconciler {
     this.touch(this.nodes.keys());
   }
 
-  /** Reconciles every dirty node; returns the updates emitted. */
+  /** Reconciles every dirty node at once; returns the updates emitted. Nothing while held. */
   flush(): NodeUpdate[] {
     const out: NodeUpdate[] = [];
+    if (this.isHeld) return out;
     const batch = [...this.dirty];
     this.dirty.clear();
     for (const node of batch) {
       const u = this.reconcileNode(node);
-      if (u) {
-        out.push(u);
-        for (const l of this.listeners) l(u);
-      }
+      if (u) out.push(u);
+      this.emit(node, u);
     }
+    this.settleIdle();
     return out;
   }
 
@@ -104,6 +189,11 @@ export class Reconciler {
 
   nodeNames(): string[] {
     return [...this.nodes.keys()];
+  }
+
+  /** How many nodes have a desired state (nodeNames().length without the copy). */
+  nodeCount(): number {
+    return this.nodes.size;
   }
 
   /** The current desired state of a node, if it has one. */
