@@ -64,22 +64,21 @@ export async function realPath(nodes: number, podsPerNode: number, rates: number
     api.create(namespaceFixture('bench'));
     const names = Array.from({ length: nodes }, (_, n) => `node-${n}`);
     for (const n of names) api.create(nodeFixture(n));
-    const pods: Array<{ name: string; node: string; ip: string; optedOut: boolean; back: FakeObject; out: FakeObject }> = [];
+    // The pods the churn flips keep their objects (made before it starts: the
+    // bench must not spend the time it measures building fixtures); the
+    // others live in the fake apiserver only, as bytes.
+    const churned = Math.min(nodes * podsPerNode, Math.max(...rates, 1) * 2);
+    const pods: Array<{ name: string; node: string; optedOut: boolean; back: FakeObject; out: FakeObject }> = [];
     for (let i = 0; i < nodes * podsPerNode; i++) {
       const name = `svc-${i % 997}-5d7b9c6f4-${i.toString(36).padStart(5, 'x')}`;
       const node = names[i % nodes]!;
-      const ip = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
-      const back = realisticPodFixture({ name, namespace: 'bench', node, ip });
+      const back = realisticPodFixture({ name, namespace: 'bench', node, ip: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}` });
       api.create(back);
-      pods.push({ name, node, ip, optedOut: false, back, out: back });
-    }
-    // The churn's objects are made before it starts: the bench must not
-    // spend the time it measures building fixtures.
-    const churned = Math.min(pods.length, Math.max(...rates, 1) * 2);
-    for (const p of pods.slice(0, churned)) {
-      p.out = structuredClone(p.back);
-      const meta = p.out.metadata as { labels?: Record<string, string> };
+      if (i >= churned) continue;
+      const out = structuredClone(back);
+      const meta = out.metadata as { labels?: Record<string, string> };
       meta.labels = { ...meta.labels, 'meshlane.io/accelerate': 'false' };
+      pods.push({ name, node, optedOut: false, back, out });
     }
     writeFileSync(join(tmp, 'kubeconfig'), api.kubeconfig());
     const port = await freePort();
