@@ -215,20 +215,26 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops, st
 	pk.client_nxt = skops->snd_nxt;
 	pk.server_nxt = skops->rcv_nxt;
 
-	st = sock_state(skops);
-	if (!st) {
-		ml_count(ML_C_MAP_FULL, 1);
-		return;
-	}
+	/* The claim comes first, before anything else can fail: a second
+	 * socket with the same ISN pair must always find the first one's
+	 * entry and void both, whatever else goes wrong for it. */
 	err = bpf_map_update_elem(&ml_pending, &pk, &pv, BPF_NOEXIST);
-	if (err == -17 /* EEXIST */) {
+	if (err == -17 /* EEXIST */ || (err && bpf_map_lookup_elem(&ml_pending, &pk))) {
 		/* Two live connections with one ISN pair: trust neither. */
 		bpf_map_delete_elem(&ml_pending, &pk);
 		ml_count(ML_C_AMBIGUOUS, 1);
-		st->flags = ML_SK_TCP;
+		st = sock_state(skops);
+		if (st)
+			st->flags = ML_SK_TCP;
 		return;
 	}
 	if (err) {
+		ml_count(ML_C_MAP_FULL, 1);
+		return;
+	}
+	st = sock_state(skops);
+	if (!st) {
+		bpf_map_delete_elem(&ml_pending, &pk);
 		ml_count(ML_C_MAP_FULL, 1);
 		return;
 	}

@@ -43,8 +43,25 @@ ensure_bpffs() {
   fi
 }
 
+# Kernel matrix (test/kernels/, scripts/kernel-matrix/): qemu-system-x86 to
+# boot Debian's other kernels as guests. The kernels themselves are never
+# installed: run.mjs downloads their .deb into build/kernel-matrix/cache and
+# unpacks it there, so /boot and the bootloader are not touched.
+ensure_kernel_matrix() {
+  command -v qemu-system-x86_64 >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "meshlane: qemu-system-x86_64 missing and not root (the kernel matrix needs it); install: qemu-system-x86" >&2
+    return 0
+  fi
+  echo "meshlane: installing qemu-system-x86 (kernel matrix)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
+}
+
 ensure_all() {
   ensure_system
+  ensure_kernel_matrix
   ensure_node_modules
   ensure_bpffs
   npm run --silent build

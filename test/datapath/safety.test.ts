@@ -13,7 +13,7 @@ import { delta, measure } from '../harness/counters.js';
 // classic attach to the sockhash that older kernels need. The rules must
 // hold the same on either, so the whole suite runs for each.
 describe.each([
-  ['probed attach (bpf_link on this kernel)', 'auto'],
+  ['probed attach (bpf_link from 6.10 on)', 'auto'],
   ['classic sk_msg attach to the sockhash', 'map'],
 ])('datapath - safety rules, %s', (_what, attach) => {
   let c: TestCluster;
@@ -45,9 +45,9 @@ describe.each([
     else process.env.MESHLANE_SK_MSG_ATTACH = saved;
   });
 
-  it('uses the attach it was asked for', () => {
-    const out = c.worker('n1').statusJson() as { links: Array<{ name: string; attach: string }> };
-    expect(out.links.find((l) => l.name === 'sk_msg')?.attach).toBe(attach === 'map' ? 'map' : 'link');
+  it('uses the attach it was asked for (auto: what the kernel probe found)', () => {
+    const out = c.worker('n1').statusJson() as { links: Array<{ name: string; attach: string }>; kernel: { skMsgAttach: string } };
+    expect(out.links.find((l) => l.name === 'sk_msg')?.attach).toBe(attach === 'map' ? 'map' : out.kernel.skMsgAttach);
   });
 
   function baseState(generation: number, opts: { enabled?: boolean } = {}) {
