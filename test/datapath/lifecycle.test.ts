@@ -283,6 +283,41 @@ describe('datapath - worker lifecycle', () => {
     }
   });
 
+  it('serves /healthz before NATS is reachable (and /readyz says not ready), and keeps trying to connect', async () => {
+    const w = c.worker('n1');
+    await w.stop('SIGTERM');
+    const metrics = await freePort();
+    const dead = await freePort(); // nothing listens there
+    const { spawn } = await import('node:child_process');
+    const p = spawn(process.execPath, [WORKER_CLI, 'run', '--node', w.pinNode, '--cgroup', c.nodeCgroup('n1'), '--nats', `nats://127.0.0.1:${dead}`, '--pin-root', PIN_ROOT, '--max-pods', '110', '--metrics-addr', `127.0.0.1:${metrics}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    p.stdout.on('data', (d: Buffer) => (log += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (log += d.toString()));
+    try {
+      const get = async (path: string) => {
+        try {
+          return (await fetch(`http://127.0.0.1:${metrics}${path}`)).status;
+        } catch {
+          return 0;
+        }
+      };
+      const end = Date.now() + 20_000;
+      while ((await get('/healthz')) !== 200) {
+        if (p.exitCode !== null || Date.now() > end) throw new Error(`no /healthz while NATS is down:\n${log}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(await get('/readyz')).toBe(503);
+      expect(log).toMatch(/connecting to NATS/);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(p.exitCode).toBeNull(); // still waiting, not crashed
+      expect(await get('/healthz')).toBe(200);
+    } finally {
+      p.kill('SIGTERM');
+      await new Promise((r) => p.once('exit', r));
+      await w.start();
+    }
+  });
+
   it('uninstall under load returns every connection to the normal path intact', async () => {
     const w = c.worker('n1');
     await w.stop();
