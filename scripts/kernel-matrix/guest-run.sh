@@ -27,8 +27,16 @@ finish() {
 # shellcheck source=/dev/null
 source "$OUT/job.env" || finish 97
 
+# The checkout may itself live under /tmp or /run (CI clones anywhere):
+# keep a handle on it before fresh tmpfs mounts hide those folders, and put
+# it back at the same path after.
+mkdir -p /km-cwd
+mount --bind "$KM_CWD" /km-cwd || finish 96
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=0755 tmpfs /run
+if [ ! -e "$KM_CWD/package.json" ]; then
+  mkdir -p "$KM_CWD" && mount --bind /km-cwd "$KM_CWD" || finish 96
+fi
 mkdir -p /run/netns /run/lock /dev/pts /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
