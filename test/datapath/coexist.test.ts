@@ -109,7 +109,8 @@ describe('datapath - another sockops program on the same cgroup', () => {
         dp.maps.ml_pending.update(pendingKey, pendingValue);
         dp.maps.ml_links.update(gone, Buffer.alloc(16, 1));
         const left = () => ({ pending: dp.maps.ml_pending.keys().length, links: dp.maps.ml_links.keys().length, socks: dp.maps.ml_socks.keys().length });
-        expect(left()).toEqual({ pending: 1, links: 1, socks: 0 });
+        // (A socket of the traffic above may still be leaving the sockhash.)
+        expect(left()).toMatchObject({ pending: 1, links: 1 });
         // The sweep finds their sockets gone from the sockhash and deletes them.
         await waitFor('side tables empty', () => JSON.stringify(left()) === JSON.stringify({ pending: 0, links: 0, socks: 0 }), 10_000);
       } finally {
