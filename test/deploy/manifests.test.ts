@@ -381,8 +381,10 @@ describe('deploy/ manifests', () => {
         const nc = await as(user);
         try {
           expect(nc.info?.tls_required, user).toBe(true);
-          expect(nc.info?.max_payload, user).toBe(maxPayload);
+          // The account's limit comes in an INFO the server sends once the
+          // user is authenticated, which may follow the connect by a moment.
           await nc.flush();
+          await until(() => nc.info?.max_payload === maxPayload, 2000, () => `${user}: max_payload ${nc.info?.max_payload}, want ${maxPayload}`);
         } finally {
           await nc.close();
         }
