@@ -37,7 +37,11 @@ export interface DatapathOptions {
   objectDir: string;
   pinRoot: string;
   capacity: Capacity;
-  /** How the sk_msg program is attached (from the feature probe). Default: link. */
+  /**
+   * How the sk_msg program is attached (the worker passes the feature
+   * probe's decision). Default: a bpf_link where the kernel has sockmap
+   * links, else the classic attach to the map.
+   */
   skMsgAttach?: Exclude<SkMsgAttach, 'none'>;
 }
 
@@ -182,7 +186,7 @@ export class Datapath {
       const upgraded: string[] = [];
       // sk_msg first: a socket that sockops puts in the map must find its verdict program there.
       if (!haveSkMsg) {
-        attachSkMsg(skMsgProg, dp.maps.ml_socks.fd, pins, opts.skMsgAttach ?? 'link');
+        attachSkMsg(skMsgProg, dp.maps.ml_socks.fd, pins, opts.skMsgAttach ?? 'auto');
         if (haveSockops) repaired.push('sk_msg');
       } else if (replaceSkMsg(skMsgProg, dp.maps.ml_socks.fd, pins)) {
         upgraded.push('sk_msg');
@@ -346,7 +350,7 @@ function skMsgAttached(pins: PinPaths): boolean {
   return existsSync(pins.link('sk_msg')) || existsSync(pins.prog('sk_msg'));
 }
 
-function attachSkMsg(progFd: number, sockhashFd: number, pins: PinPaths, how: Exclude<SkMsgAttach, 'none'>): void {
+function attachSkMsg(progFd: number, sockhashFd: number, pins: PinPaths, how: Exclude<SkMsgAttach, 'none'> | 'auto'): void {
   if (how === 'map') {
     // Before 6.10: the program is attached to the (pinned) map itself.
     mkdirSync(pins.progs, { recursive: true });
@@ -354,7 +358,9 @@ function attachSkMsg(progFd: number, sockhashFd: number, pins: PinPaths, how: Ex
     libbpf.pin(progFd, pins.prog('sk_msg'));
     return;
   }
-  const link = libbpf.linkCreate(progFd, sockhashFd, BPF_SK_MSG_VERDICT);
+  // auto: the link if the kernel has sockmap links (6.10+), else the map.
+  const link = how === 'auto' ? libbpf.tryLinkCreate(progFd, sockhashFd, BPF_SK_MSG_VERDICT) : libbpf.linkCreate(progFd, sockhashFd, BPF_SK_MSG_VERDICT);
+  if (link < 0) return attachSkMsg(progFd, sockhashFd, pins, 'map');
   try {
     libbpf.pin(link, pins.link('sk_msg'));
   } finally {
