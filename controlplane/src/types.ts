@@ -3,7 +3,7 @@
  * produces, and what the istiod source reports. The model joins them; the
  * reconciler turns the model into one NodeState per node.
  */
-import type { PortSelector, CidrSelector } from '@meshlane/proto';
+import type { AppSocketsPolicy, PortSelector, CidrSelector } from '@meshlane/proto';
 
 /** Why a pod's sockets may not be accelerated; absent when they may. */
 export type Ineligible =
@@ -12,7 +12,8 @@ export type Ineligible =
   | 'ambient' // ambient.istio.io/redirection: enabled (ztunnel, no sidecar)
   | 'interception-mode' // sidecar.istio.io/interceptionMode NONE or TPROXY
   | 'not-running' // phase not Running, or being deleted
-  | 'no-ip'; // no pod IP yet
+  | 'no-ip' // no pod IP yet
+  | 'no-uid'; // metadata.uid missing or not RFC 4122 text: its cgroup cannot be found
 
 /** What the datapath needs to know about one pod, read from its manifest alone. */
 export interface PodClass {
@@ -27,8 +28,10 @@ export interface PodClass {
   ineligible?: Ineligible;
   /** meshlane.io/accelerate: "false" as annotation or label on the pod. */
   optedOut: boolean;
-  /** meshlane.io/app-sockets: "true": the app reads non-blocking. */
-  appSockets: boolean;
+  /** metadata.uid: the worker finds the pod's cgroup by it. */
+  uid: string;
+  /** meshlane.io/app-sockets: "true" always, "false" never, absent: auto. */
+  appSockets: AppSocketsPolicy;
   /** istio-proxy securityContext.runAsUser, 1337 by default. */
   proxyUid: number;
   /** Istio's proxy id for this pod, as syncz reports it: "<name>.<namespace>". */

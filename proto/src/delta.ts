@@ -30,6 +30,7 @@ function sameList<T>(a: '*' | readonly T[], b: '*' | readonly T[]): boolean {
 export function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
   return (
     a.pod === b.pod &&
+    a.uid === b.uid &&
     a.proxyUid === b.proxyUid &&
     a.accelerate === b.accelerate &&
     a.appSockets === b.appSockets &&

@@ -11,6 +11,8 @@ export {
   type OutboundCapture,
   type PortSelector,
   type CidrSelector,
+  type AppSocketsPolicy,
+  APP_SOCKETS_POLICIES,
 } from './nodestate.js';
 export { parseNodeState } from './validate.js';
 export { ValidationError } from './errors.js';

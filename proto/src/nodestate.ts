@@ -1,6 +1,9 @@
 /**
  * The desired state of one node: what the control plane wants the node's
- * worker to have in its BPF maps. Version meshlane.io/v1alpha2.
+ * worker to have in its BPF maps. Version meshlane.io/v1alpha3 (v1alpha2
+ * had no pod uid and a boolean appSockets; a worker refuses other versions
+ * and keeps the maps it has, so control plane and workers are upgraded
+ * together).
  *
  * A NodeState is a whole value, not a patch: applying it twice is a no-op,
  * and the worker derives every map entry from it alone. It grows with the
@@ -10,7 +13,7 @@
  * MB for 110 pods, over NATS' default max_payload).
  */
 
-export const NODE_STATE_API_VERSION = 'meshlane.io/v1alpha2';
+export const NODE_STATE_API_VERSION = 'meshlane.io/v1alpha3';
 export const NODE_STATE_KIND = 'NodeState';
 
 /** Port list or "*" (every port), as in Istio's include annotations. */
@@ -50,9 +53,25 @@ export interface OutboundCapture {
   excludeCidrs: string[];
 }
 
+/**
+ * Whether the pod's app sockets (app -> sidecar, sidecar -> app) may join:
+ * "auto" (no annotation) lets the kernel side decide per socket, joining
+ * only sockets it can prove safe on this kernel (see README, "app sockets");
+ * "always" and "never" are the meshlane.io/app-sockets annotation's
+ * override either way.
+ */
+export type AppSocketsPolicy = 'auto' | 'always' | 'never';
+export const APP_SOCKETS_POLICIES: readonly AppSocketsPolicy[] = ['auto', 'always', 'never'];
+
 export interface Endpoint {
   /** namespace/name of the pod; unique in a NodeState. */
   pod: string;
+  /**
+   * metadata.uid of the pod. The worker binds the pod's map entries to the
+   * pod's own cgroup (kubelet names it after this uid), so an IP inherited
+   * by another pod is never governed by the old pod's entry.
+   */
+  uid: string;
   /** Pod IPs (one per family). */
   ips: string[];
   /** runAsUser of the istio-proxy container. */
@@ -62,12 +81,7 @@ export interface Endpoint {
    * Two endpoints that both accelerate form an allowed sidecar pair.
    */
   accelerate: boolean;
-  /**
-   * The app reads its sockets non-blocking (epoll, Go, Node, Netty...), so
-   * the app <-> sidecar hops may be accelerated too. Blocking readers can see
-   * a spurious EAGAIN from the kernel's sockmap receive path; see README.
-   */
-  appSockets: boolean;
+  appSockets: AppSocketsPolicy;
   /** Envoy's outbound capture port (15001). */
   outboundPort: number;
   /** Envoy's inbound capture port (15006). */

@@ -8,9 +8,11 @@
 import { ValidationError } from './errors.js';
 import { canonicalIp, parseCidr } from './ip.js';
 import {
+  APP_SOCKETS_POLICIES,
   LIMITS,
   NODE_STATE_API_VERSION,
   NODE_STATE_KIND,
+  type AppSocketsPolicy,
   type CidrSelector,
   type Endpoint,
   type NodeState,
@@ -122,11 +124,27 @@ function ipList(v: unknown, field: string): string[] {
   return ips;
 }
 
+/**
+ * Kubernetes uids are RFC 4122 text; kubelet puts them in cgroup names, so
+ * anything else (a path separator, a glob) is refused rather than looked up.
+ */
+function podUid(v: unknown, field: string): string {
+  const text = str(v, field, 36);
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(text)) throw new ValidationError(field, 'must be a lower-case RFC 4122 uid, as metadata.uid');
+  return text;
+}
+
+function appSocketsPolicy(v: unknown, field: string): AppSocketsPolicy {
+  if (typeof v !== 'string' || !(APP_SOCKETS_POLICIES as readonly string[]).includes(v)) throw new ValidationError(field, `must be one of ${APP_SOCKETS_POLICIES.join(', ')}`);
+  return v as AppSocketsPolicy;
+}
+
 export function checkEndpoint(v: unknown, field: string): Endpoint {
   const o = obj(v, field);
-  noUnknown(o, field, ['pod', 'ips', 'proxyUid', 'accelerate', 'appSockets', 'outboundPort', 'inboundPort', 'inbound', 'outbound']);
+  noUnknown(o, field, ['pod', 'uid', 'ips', 'proxyUid', 'accelerate', 'appSockets', 'outboundPort', 'inboundPort', 'inbound', 'outbound']);
   // In the order of the fields, so the first bad one is the one named.
   const pod = podKey(o.pod, `${field}.pod`);
+  const uid = podUid(o.uid, `${field}.uid`);
   const ips = ipList(o.ips, `${field}.ips`);
   const inbound = obj(o.inbound, `${field}.inbound`);
   noUnknown(inbound, `${field}.inbound`, ['includePorts', 'excludePorts']);
@@ -134,10 +152,11 @@ export function checkEndpoint(v: unknown, field: string): Endpoint {
   noUnknown(outbound, `${field}.outbound`, ['excludePorts', 'includeCidrs', 'excludeCidrs']);
   return {
     pod,
+    uid,
     ips,
     proxyUid: int(o.proxyUid, `${field}.proxyUid`, 0, 0xfffffffe),
     accelerate: bool(o.accelerate, `${field}.accelerate`),
-    appSockets: bool(o.appSockets, `${field}.appSockets`),
+    appSockets: appSocketsPolicy(o.appSockets, `${field}.appSockets`),
     outboundPort: port(o.outboundPort, `${field}.outboundPort`),
     inboundPort: port(o.inboundPort, `${field}.inboundPort`),
     inbound: {

@@ -160,10 +160,11 @@ function reconcileState(pods: number, replaced: number, generation: number): Nod
     const n = i < replaced ? 1000 + i : i;
     endpoints.push({
       pod: `bench/p${n}`,
+      uid: `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`,
       ips: [`10.${100 + (n >> 8)}.${n & 255}.1`, `fd99::${n.toString(16)}:1`],
       proxyUid: 1337,
       accelerate: true,
-      appSockets: true,
+      appSockets: 'always',
       outboundPort: 15001,
       inboundPort: 15006,
       inbound: { includePorts: '*', excludePorts: [15020, 15021, 15090] },

@@ -125,7 +125,7 @@ describe('datapath - paths', () => {
 
   it('a blocking app whose pod does not declare non-blocking I/O keeps its own sockets on TCP', async () => {
     const w = c.worker('n1');
-    const endpoints = [c.pod('a').endpoint({ appSockets: false }), c.pod('b').endpoint()];
+    const endpoints = [c.pod('a').endpoint({ appSockets: 'never' }), c.pod('b').endpoint()];
     await w.apply(c.state('n1', { generation: 4, endpoints }));
     try {
       // pingpong reads with blocking recv(): the reply comes after its FIN.

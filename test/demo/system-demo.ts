@@ -77,7 +77,7 @@ async function main(): Promise<void> {
     const legacy = await c.addPod({ name: 'legacy', node: 'node-1', index: 4, meshed: false, servers: { 8080: 'echo' } });
 
     // The cluster the control plane sees: manifests in a folder it watches.
-    const manifest = (p: Pod) => podFixture({ name: p.name, node: c.nodeName(p.spec.node), ip: p.ip4, sidecar: p.spec.meshed, annotations: { 'meshlane.io/app-sockets': 'true' } });
+    const manifest = (p: Pod) => podFixture({ name: p.name, uid: p.uid, node: c.nodeName(p.spec.node), ip: p.ip4, sidecar: p.spec.meshed, annotations: { 'meshlane.io/app-sockets': 'true' } });
     const writeCluster = (optOut: boolean) =>
       writeFileSync(
         join(dir, 'cluster.json'),

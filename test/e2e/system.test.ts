@@ -29,7 +29,7 @@ describe('e2e - apiserver to BPF maps through NATS', () => {
   const cps: ControlPlaneProc[] = [];
 
   const podObject = (p: Pod) =>
-    podFixture({ name: p.name, namespace: 'default', node: c.nodeName(p.spec.node), ip: p.ip4, annotations: { 'meshlane.io/app-sockets': 'true' } });
+    podFixture({ name: p.name, uid: p.uid, namespace: 'default', node: c.nodeName(p.spec.node), ip: p.ip4, annotations: { 'meshlane.io/app-sockets': 'true' } });
 
   beforeAll(async () => {
     c = new TestCluster(['n1', 'n2']);

@@ -37,7 +37,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { FakeLeases } from './leases.js';
 import { injectedPod } from '../controlplane/fixtures/injected-pods.js';
 
@@ -857,6 +857,13 @@ export interface PodFixture {
   annotations?: Record<string, string>;
   /** Add an injected istio-proxy sidecar and istio-init. Default true. */
   sidecar?: boolean;
+  /** metadata.uid; default: derived from namespace/name, as stable as the name. */
+  uid?: string;
+}
+
+function derivedUid(key: string): string {
+  const h = createHash('sha256').update(key).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
 export function podFixture(f: PodFixture): FakeObject {
@@ -898,6 +905,7 @@ export function podFixture(f: PodFixture): FakeObject {
     metadata: {
       name: f.name,
       namespace: ns,
+      uid: f.uid ?? derivedUid(`${ns}/${f.name}`),
       labels: { app: f.name.replace(/-[a-z0-9]+$/, ''), ...(sidecar ? { 'security.istio.io/tlsMode': 'istio' } : {}), ...f.labels },
       annotations: { ...annotations, ...f.annotations },
       ownerReferences: [],

@@ -12,6 +12,7 @@
  * left behind, and only those: the prefix carries the dead run's pid.
  */
 import { type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -39,14 +40,21 @@ export interface PodSpec {
   /**
    * What answers on the capture ports of a meshed pod: the relaying
    * mesh-proxy (default), or an echo / sink server as the proxy uid, which
-   * isolates one hop for benchmarks.
+   * isolates one hop for benchmarks; or none, the test starting its own
+   * proxy as proxyUid (test/compat runs HAProxy there).
    */
-  sidecar?: 'proxy' | 'echo' | 'sink';
+  sidecar?: 'proxy' | 'echo' | 'sink' | 'none';
   proxyUid?: number;
   excludeInboundPorts?: number[];
   excludeOutboundPorts?: number[];
   /** App servers to run in the pod, port -> mode. */
   servers?: Record<number, 'echo' | 'sink'>;
+}
+
+/** A deterministic RFC 4122-shaped uid for a test pod (version 4 bits set). */
+export function podUid(prefix: string, name: string): string {
+  const h = createHash('sha256').update(`${prefix}/${name}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
 export class Pod {
@@ -66,14 +74,29 @@ export class Pod {
     return this.spec.name;
   }
 
-  /** The NodeState endpoint the control plane would compute for this pod. */
+  /**
+   * metadata.uid of the pod, stable for one run: kubelet names the pod's
+   * cgroup after it (pod<uid>, the cgroupfs driver's form), and the worker
+   * finds the cgroup by it.
+   */
+  get uid(): string {
+    return podUid(this.cluster.prefix, this.spec.name);
+  }
+
+  /**
+   * The NodeState endpoint the control plane would compute for this pod,
+   * opted in to app sockets ("always"): the datapath suites test the fast
+   * lane itself on every hop; the per-socket "auto" policy (the control
+   * plane's default) has its own suite.
+   */
   endpoint(overrides: Partial<Endpoint> = {}): Endpoint {
     return {
       pod: `default/${this.name}`,
+      uid: this.uid,
       ips: [this.ip4, this.ip6],
       proxyUid: this.spec.proxyUid ?? 1337,
       accelerate: true,
-      appSockets: true,
+      appSockets: 'always',
       outboundPort: 15001,
       inboundPort: 15006,
       inbound: { includePorts: '*', excludePorts: [15020, 15021, 15090, ...(this.spec.excludeInboundPorts ?? [])] },
@@ -319,7 +342,7 @@ export class TestCluster {
 
   async addPod(spec: PodSpec): Promise<Pod> {
     const netns = `${this.prefix}-${spec.name}`;
-    const cgroup = join(this.nodeCgroup(spec.node), spec.name);
+    const cgroup = join(this.nodeCgroup(spec.node), `pod${podUid(this.prefix, spec.name)}`);
     mkdirSync(cgroup);
     const pod = new Pod(this, spec, netns, cgroup);
     this.pods.set(spec.name, pod);
@@ -342,7 +365,7 @@ export class TestCluster {
         const ready = join(this.tmp, `${spec.name}.proxy.ready`);
         pod.spawn([join(TOOLS, 'mesh-proxy'), '--ready-file', ready], uid);
         await waitForFile(ready);
-      } else {
+      } else if (mode !== 'none') {
         for (const port of [15001, 15006]) {
           const ready = join(this.tmp, `${spec.name}.stub${port}.ready`);
           pod.spawn([join(TOOLS, 'app-server'), '--port', String(port), '--mode', mode, '--ready-file', ready], uid);

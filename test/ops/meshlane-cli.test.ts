@@ -221,7 +221,7 @@ describe('meshlane CLI (real nats-server, auditor credentials)', () => {
     await tail.waitOut(/node-a\s+status\s+applied gen 2\s+desired gen 2\s+bus connected/, 'the status');
 
     // A malformed delta: shown as such, then the worker's rejection with the field.
-    const bad = { ...rawDelta('node-a', 2, 3), upsertEndpoints: [{ pod: 'default/q', ips: ['10.0.0.300'] }] };
+    const bad = { ...rawDelta('node-a', 2, 3), upsertEndpoints: [{ pod: 'default/q', uid: '00000000-0000-4000-8000-000000000009', ips: ['10.0.0.300'] }] };
     await jetstream(cp).publish(subjects.delta('node-a', 2), JSON.stringify(bad));
     await tail.waitOut(/node-a\s+delta\s+gen 2->3\s+INVALID \$\.upsertEndpoints\[0\]/, 'the invalid delta');
     const rejection = await tail.waitOut(/.*node-a\s+rejected\s+.*/, 'the rejection');
@@ -327,8 +327,8 @@ describe('meshlane CLI (real nats-server, auditor credentials)', () => {
     const text = run(['pairs', '--node', 'node-a']);
     expect(await text.exit()).toBe(0);
     expect(text.out).toMatch(/^node node-a  generation 4 \(snapshot generation 2 \+ 2 delta\(s\)\)/);
-    expect(text.out).toMatch(/default\/w\s+10\.0\.0\.4\s+yes\s+yes/);
-    expect(text.out).toMatch(/default\/y\s+10\.0\.0\.2\s+yes\s+yes/);
+    expect(text.out).toMatch(/default\/w\s+10\.0\.0\.4\s+yes\s+always/);
+    expect(text.out).toMatch(/default\/y\s+10\.0\.0\.2\s+yes\s+always/);
     expect(text.out).not.toMatch(/default\/x/);
     expect(text.out).toMatch(/sidecar pairs: every two accelerated endpoints, 2 directed pair\(s\)/);
 

@@ -1,8 +1,19 @@
 // pingpong: latency / throughput client for the mesh benchmarks.
 //
-// Blocking sockets on purpose: one outstanding request at a time gives a
+// Blocking sockets by default: one outstanding request at a time gives a
 // clean per-round-trip latency with no event-loop overhead in the client,
 // so differences between runs come from the path under test.
+//
+// --nonblock makes it behave like the clients users actually run (nginx,
+// Envoy, Go, Node, Java NIO): the socket is O_NONBLOCK from socket() on, the
+// connect completes through the event loop, and every read or write that
+// would block waits in epoll_wait (level-triggered, EPOLLOUT armed only
+// while a write is pending, as libuv does) instead of in the syscall.
+//
+// --node-cpu adds the node's CPU time (the "cpu" line of /proc/stat, all
+// CPUs, in USER_HZ ticks) spent during the measured window only: after the
+// warm-up and after the connection is set up, so process start-up is not
+// charged to the requests.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +37,8 @@
 static struct sockaddr_storage target;
 static socklen_t target_len;
 static int timeout_s = 10;
+static bool nonblock;
+static bool node_cpu;
 
 __attribute__((format(printf, 1, 2), noreturn)) static void fail(const char *fmt, ...)
 {
@@ -57,9 +71,65 @@ static uint64_t now_ns(void)
 // 127.0.0.6.
 static const char *bind_addr;
 
+// --nonblock: the client's one event loop. Level-triggered like libuv's;
+// the registered fd and its interest set are remembered so a wait only
+// costs an epoll_ctl when the interest changes.
+static int epfd = -1;
+static int ep_fd = -1;
+static uint32_t ep_events;
+// Wake-ups for readability after which recv() still had nothing to read.
+static unsigned long spurious_wakeups;
+
+static uint64_t deadline_from_now(void)
+{
+	return now_ns() + (uint64_t)timeout_s * 1000000000u;
+}
+
+// Waits until fd is ready for `want` (EPOLLIN or EPOLLOUT) or fails at the
+// deadline. Errors and hang-ups count as ready: the next syscall reports them.
+static void wait_ready(int fd, uint32_t want, uint64_t deadline, const char *what)
+{
+	if (epfd < 0) {
+		epfd = epoll_create1(EPOLL_CLOEXEC);
+		if (epfd < 0)
+			fail_errno("epoll_create1");
+	}
+	if (ep_fd != fd || ep_events != want) {
+		struct epoll_event ev = { .events = want, .data.fd = fd };
+		if (epoll_ctl(epfd, ep_fd == fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0)
+			fail_errno("epoll_ctl");
+		ep_fd = fd;
+		ep_events = want;
+	}
+	for (;;) {
+		uint64_t now = now_ns();
+		if (now >= deadline)
+			fail("%s: timed out", what);
+		int ms = (int)((deadline - now + 999999) / 1000000);
+		struct epoll_event ev;
+		int n = epoll_wait(epfd, &ev, 1, ms);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			fail_errno("epoll_wait");
+		}
+		if (n == 1)
+			return;
+	}
+}
+
+static void close_conn(int fd)
+{
+	// close() drops the fd from the epoll set; forget it so a new socket
+	// that reuses the number is added again.
+	if (fd == ep_fd)
+		ep_fd = -1;
+	close(fd);
+}
+
 static int connect_target(void)
 {
-	int fd = socket(target.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(target.ss_family, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
 	if (fd < 0)
 		fail_errno("socket");
 	if (bind_addr) {
@@ -71,6 +141,24 @@ static int connect_target(void)
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (nonblock) {
+		// As an event loop connects: EINPROGRESS, wait for writability,
+		// then read the outcome from SO_ERROR.
+		if (connect(fd, (struct sockaddr *)&target, target_len) < 0) {
+			if (errno != EINPROGRESS)
+				fail_errno("connect");
+			wait_ready(fd, EPOLLOUT, deadline_from_now(), "connect");
+			int err = 0;
+			socklen_t len = sizeof(err);
+			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+				fail_errno("getsockopt SO_ERROR");
+			if (err) {
+				errno = err;
+				fail_errno("connect");
+			}
+		}
+		return fd;
+	}
 	// Timeouts turn a stalled proxy into a clear failure instead of a hang.
 	struct timeval tv = { .tv_sec = timeout_s };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -82,11 +170,16 @@ static int connect_target(void)
 
 static void write_all(int fd, const char *p, size_t n)
 {
+	uint64_t deadline = nonblock ? deadline_from_now() : 0;
 	while (n > 0) {
 		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
+			if (nonblock && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				wait_ready(fd, EPOLLOUT, deadline, "write");
+				continue;
+			}
 			fail_errno("write");
 		}
 		p += w;
@@ -100,8 +193,39 @@ static void write_all(int fd, const char *p, size_t n)
 // it reports how often that happened.
 static unsigned long eagain_retries;
 
+// --nonblock: wait for readability first, then read, as an event loop does
+// after it has sent a request; a short read means the socket is drained, so
+// the loop waits again rather than trying a recv() that would say EAGAIN.
+static void read_exact_nonblock(int fd, char *p, size_t n)
+{
+	uint64_t deadline = deadline_from_now();
+	while (n > 0) {
+		wait_ready(fd, EPOLLIN, deadline, "read");
+		ssize_t r = recv(fd, p, n, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				spurious_wakeups++;
+				continue;
+			}
+			fail_errno("read");
+		}
+		if (r == 0) {
+			fprintf(stderr, "pingpong: short read: connection closed with %zu bytes missing\n", n);
+			exit(1);
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+}
+
 static void read_exact(int fd, char *p, size_t n)
 {
+	if (nonblock) {
+		read_exact_nonblock(fd, p, n);
+		return;
+	}
 	uint64_t deadline = now_ns() + (uint64_t)timeout_s * 1000000000u;
 	while (n > 0) {
 		ssize_t r = recv(fd, p, n, 0);
@@ -166,6 +290,79 @@ static void exchange(int fd, const char *tx, char *rx, size_t n)
 	}
 }
 
+// --node-cpu: the node's CPU time from /proc/stat, sampled at the edges of
+// the measured window. Ticks of USER_HZ; the fields in /proc/stat order.
+#define MAX_CPUS 1024
+enum { F_USER, F_NICE, F_SYSTEM, F_IDLE, F_IOWAIT, F_IRQ, F_SOFTIRQ, F_STEAL, N_FIELDS };
+static const char *const field_names[N_FIELDS] = { "user", "nice", "system", "idle",
+						    "iowait", "irq", "softirq", "steal" };
+struct cpu_sample {
+	uint64_t t_ns;
+	uint64_t total[N_FIELDS];
+	int ncpu;
+	uint64_t busy[MAX_CPUS]; // per CPU: user + nice + system + irq + softirq
+};
+static struct cpu_sample cpu_start, cpu_end;
+
+static void parse_cpu_fields(const char *p, uint64_t *out)
+{
+	for (int i = 0; i < N_FIELDS; i++) {
+		char *end;
+		out[i] = strtoull(p, &end, 10);
+		p = end;
+	}
+}
+
+static void sample_cpu(struct cpu_sample *s)
+{
+	if (!node_cpu)
+		return;
+	FILE *f = fopen("/proc/stat", "re");
+	if (!f)
+		fail_errno("open /proc/stat");
+	memset(s, 0, sizeof(*s));
+	char line[1024];
+	// The cpu lines come first; the long ones after them ("intr") are
+	// never read.
+	while (fgets(line, sizeof(line), f) && !strncmp(line, "cpu", 3)) {
+		uint64_t v[N_FIELDS];
+		if (line[3] == ' ') {
+			parse_cpu_fields(line + 3, s->total);
+		} else if (s->ncpu < MAX_CPUS) {
+			char *p = line + 3;
+			strtol(p, &p, 10);
+			parse_cpu_fields(p, v);
+			s->busy[s->ncpu++] = v[F_USER] + v[F_NICE] + v[F_SYSTEM] + v[F_IRQ] + v[F_SOFTIRQ];
+		}
+	}
+	fclose(f);
+	s->t_ns = now_ns();
+}
+
+// Appends ,"node_cpu":{...} (the deltas of the window) to a JSON object.
+static void print_node_cpu(void)
+{
+	if (!node_cpu)
+		return;
+	printf(",\"node_cpu\":{\"user_hz\":%ld,\"cpus\":%d,\"window_s\":%.6f", sysconf(_SC_CLK_TCK),
+	       cpu_end.ncpu, (double)(cpu_end.t_ns - cpu_start.t_ns) / 1e9);
+	for (int i = 0; i < N_FIELDS; i++)
+		printf(",\"%s\":%" PRIu64, field_names[i], cpu_end.total[i] - cpu_start.total[i]);
+	printf(",\"per_cpu_busy\":[");
+	for (int i = 0; i < cpu_end.ncpu && i < cpu_start.ncpu; i++)
+		printf("%s%" PRIu64, i ? "," : "", cpu_end.busy[i] - cpu_start.busy[i]);
+	printf("]}");
+}
+
+// The fields every JSON report ends with.
+static void print_json_tail(void)
+{
+	printf(",\"eagain_retries\":%lu,\"nonblock\":%s,\"spurious_wakeups\":%lu", eagain_retries,
+	       nonblock ? "true" : "false", spurious_wakeups);
+	print_node_cpu();
+	printf("}\n");
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -191,11 +388,13 @@ static void report_latency(const char *mode, long size, uint64_t *lat, size_t n,
 		sum += (double)lat[i];
 	double mean = sum / (double)n / 1000.0;
 	if (json)
+	{
 		printf("{\"mode\":\"%s\",\"size\":%ld,\"count\":%zu,\"p50_us\":%.3f,\"p90_us\":%.3f,"
-		       "\"p99_us\":%.3f,\"mean_us\":%.3f,\"min_us\":%.3f,\"eagain_retries\":%lu}\n",
+		       "\"p99_us\":%.3f,\"mean_us\":%.3f,\"min_us\":%.3f",
 		       mode, size, n, pct_us(lat, n, 0.50), pct_us(lat, n, 0.90), pct_us(lat, n, 0.99),
-		       mean, (double)lat[0] / 1000.0, eagain_retries);
-	else
+		       mean, (double)lat[0] / 1000.0);
+		print_json_tail();
+	} else
 		printf("%s size=%ld count=%zu p50=%.1fus p90=%.1fus p99=%.1fus mean=%.1fus min=%.1fus\n",
 		       mode, size, n, pct_us(lat, n, 0.50), pct_us(lat, n, 0.90), pct_us(lat, n, 0.99),
 		       mean, (double)lat[0] / 1000.0);
@@ -211,6 +410,8 @@ static void run_rr(long size, long count, long warmup, bool json)
 		tx[i] = (char)(i * 31 + 7);
 	int fd = connect_target();
 	for (long i = 0; i < warmup + count; i++) {
+		if (i == warmup)
+			sample_cpu(&cpu_start);
 		// A per-iteration tag catches a relay that replays or reorders
 		// data, which equal-looking payloads would hide.
 		memcpy(tx, &i, (size_t)size < sizeof(i) ? (size_t)size : sizeof(i));
@@ -224,7 +425,8 @@ static void run_rr(long size, long count, long warmup, bool json)
 		if (i >= warmup)
 			lat[i - warmup] = t1 - t0;
 	}
-	close(fd);
+	sample_cpu(&cpu_end);
+	close_conn(fd);
 	report_latency("rr", size, lat, (size_t)count, json);
 	free(tx);
 	free(rx);
@@ -237,6 +439,8 @@ static void run_crr(long count, long warmup, bool json)
 	if (!lat)
 		fail("out of memory");
 	for (long i = 0; i < warmup + count; i++) {
+		if (i == warmup)
+			sample_cpu(&cpu_start);
 		char tx = (char)i, rx;
 		uint64_t t0 = now_ns();
 		int fd = connect_target();
@@ -245,7 +449,7 @@ static void run_crr(long count, long warmup, bool json)
 		// The client closes first and so holds TIME_WAIT; for long runs
 		// rely on tcp_tw_reuse (default on for loopback) rather than RST,
 		// which would exercise the proxy's reset path instead.
-		close(fd);
+		close_conn(fd);
 		uint64_t t1 = now_ns();
 		if (rx != tx) {
 			fprintf(stderr, "pingpong: echo mismatch in connection %ld\n", i);
@@ -254,6 +458,7 @@ static void run_crr(long count, long warmup, bool json)
 		if (i >= warmup)
 			lat[i - warmup] = t1 - t0;
 	}
+	sample_cpu(&cpu_end);
 	report_latency("crr", 1, lat, (size_t)count, json);
 	free(lat);
 }
@@ -266,6 +471,7 @@ static void run_bulk(long chunk, double seconds, bool json)
 	memset(buf, 0x5a, (size_t)chunk);
 	int fd = connect_target();
 	uint64_t sent = 0;
+	sample_cpu(&cpu_start);
 	uint64_t start = now_ns();
 	uint64_t deadline = start + (uint64_t)(seconds * 1e9);
 	while (now_ns() < deadline) {
@@ -279,7 +485,8 @@ static void run_bulk(long chunk, double seconds, bool json)
 	// Throughput counts until the sink confirmed receipt, so bytes still
 	// sitting in socket buffers are not credited as delivered.
 	uint64_t elapsed = now_ns() - start;
-	close(fd);
+	sample_cpu(&cpu_end);
+	close_conn(fd);
 	free(buf);
 	uint64_t got = 0;
 	for (int i = 0; i < 8; i++)
@@ -291,10 +498,12 @@ static void run_bulk(long chunk, double seconds, bool json)
 	}
 	double gbps = (double)sent * 8.0 / (double)elapsed;
 	if (json)
+	{
 		printf("{\"mode\":\"bulk\",\"chunk\":%ld,\"seconds\":%.3f,\"bytes\":%" PRIu64
-		       ",\"gbit_per_s\":%.3f,\"eagain_retries\":%lu}\n",
-		       chunk, (double)elapsed / 1e9, sent, gbps, eagain_retries);
-	else
+		       ",\"gbit_per_s\":%.3f",
+		       chunk, (double)elapsed / 1e9, sent, gbps);
+		print_json_tail();
+	} else
 		printf("bulk chunk=%ld seconds=%.3f bytes=%" PRIu64 " %.3f Gbit/s\n", chunk,
 		       (double)elapsed / 1e9, sent, gbps);
 }
@@ -304,9 +513,12 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: pingpong --host H --port P --mode rr|crr|bulk [--size BYTES] [--count N]\n"
 		"                [--warmup W] [--seconds S] [--cpu N] [--timeout S] [--bind IPV4] [--json]\n"
+		"                [--nonblock] [--node-cpu]\n"
 		"  rr:   N round trips of BYTES against an echo server\n"
 		"  crr:  N connect + 1-byte round trip + close against an echo server\n"
-		"  bulk: stream BYTES-sized writes for S seconds to a sink server\n");
+		"  bulk: stream BYTES-sized writes for S seconds to a sink server\n"
+		"  --nonblock: O_NONBLOCK socket driven by epoll, like an event-loop app\n"
+		"  --node-cpu: report the node's /proc/stat CPU ticks of the measured window (--json)\n");
 	exit(1);
 }
 
@@ -330,6 +542,14 @@ int main(int argc, char **argv)
 		const char *a = argv[i];
 		if (!strcmp(a, "--json")) {
 			json = true;
+			continue;
+		}
+		if (!strcmp(a, "--nonblock")) {
+			nonblock = true;
+			continue;
+		}
+		if (!strcmp(a, "--node-cpu")) {
+			node_cpu = true;
 			continue;
 		}
 		if (i + 1 >= argc)

@@ -6,10 +6,11 @@ import { compileNodeState, diffEntries } from '@meshlane/node-worker';
 function ep(name: string, i: number, over: Partial<Endpoint> = {}): Endpoint {
   return {
     pod: `ns/${name}`,
+    uid: `00000000-0000-4000-8000-${i.toString(16).padStart(12, '0')}`,
     ips: [`10.0.0.${i}`, `fd00::${i}`],
     proxyUid: 1337,
     accelerate: true,
-    appSockets: true,
+    appSockets: 'always',
     outboundPort: 15001,
     inboundPort: 15006,
     inbound: { includePorts: '*', excludePorts: [15020, 15021, 15090] },

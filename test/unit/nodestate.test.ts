@@ -12,10 +12,11 @@ function valid(): Record<string, unknown> {
     endpoints: [
       {
         pod: 'default/a',
+        uid: '00000000-0000-4000-8000-000000000001',
         ips: ['10.0.0.1', 'fd00::1'],
         proxyUid: 1337,
         accelerate: true,
-        appSockets: false,
+        appSockets: 'never',
         outboundPort: 15001,
         inboundPort: 15006,
         inbound: { includePorts: '*', excludePorts: [15020] },
@@ -23,10 +24,11 @@ function valid(): Record<string, unknown> {
       },
       {
         pod: 'default/b',
+        uid: '00000000-0000-4000-8000-000000000002',
         ips: ['10.0.0.2'],
         proxyUid: 1337,
         accelerate: true,
-        appSockets: true,
+        appSockets: 'auto',
         outboundPort: 15001,
         inboundPort: 15006,
         inbound: { includePorts: [8080], excludePorts: [] },

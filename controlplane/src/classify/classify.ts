@@ -23,7 +23,7 @@ import { readCapture, noCapture, type Capture } from './capture.js';
 import { ANN } from './constants.js';
 import { CaptureConfigError } from './errors.js';
 import { findIptablesContainer } from './iptables-args.js';
-import { isAmbient, isOptedOut, isRunning, podIps, wantsAppSockets } from './pod.js';
+import { isAmbient, isOptedOut, isRunning, podIps, appSocketsPolicy } from './pod.js';
 import { envValue, findProxy, proxyUid, type Proxy } from './proxy.js';
 
 interface CaptureResult {
@@ -63,6 +63,7 @@ function ineligibility(pod: V1Pod, proxy: Proxy | undefined, captureProblem: str
   if (captureProblem !== undefined) return 'interception-mode';
   if (!isRunning(pod)) return 'not-running';
   if (ips.length === 0) return 'no-ip';
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(pod.metadata?.uid ?? '')) return 'no-uid';
   return undefined;
 }
 
@@ -81,7 +82,8 @@ export function classifyPod(pod: V1Pod): PodClass {
     node: pod.spec?.nodeName || undefined,
     ips,
     optedOut: isOptedOut(pod),
-    appSockets: wantsAppSockets(pod),
+    uid: pod.metadata?.uid ?? '',
+    appSockets: appSocketsPolicy(pod),
     proxyUid: uid,
     proxyId: `${name}.${namespace}`,
     outboundPort: capture.outboundPort,

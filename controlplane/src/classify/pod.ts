@@ -1,7 +1,7 @@
 /** Pod-level facts: addresses, lifecycle, meshlane opt-out / opt-in. */
 import { isIP } from 'node:net';
 import type { V1Pod } from '@kubernetes/client-node';
-import { bytesToIp, ipToBytes } from '@meshlane/proto';
+import { bytesToIp, ipToBytes, type AppSocketsPolicy } from '@meshlane/proto';
 import { ANN } from './constants.js';
 
 /**
@@ -47,7 +47,13 @@ export function isOptedOut(pod: V1Pod): boolean {
   return values.some((v) => v !== undefined && v.trim().toLowerCase() !== 'true');
 }
 
-/** meshlane.io/app-sockets annotation: exactly "true" opts in; anything else keeps the default, false. */
-export function wantsAppSockets(pod: V1Pod): boolean {
-  return pod.metadata?.annotations?.[ANN.appSockets] === 'true';
+/**
+ * meshlane.io/app-sockets annotation, the override of the kernel's own
+ * per-socket decision: "true" always, "false" never (trimmed, any case);
+ * absent or anything else leaves it to the kernel side ("auto"), which
+ * only joins sockets it can prove safe.
+ */
+export function appSocketsPolicy(pod: V1Pod): AppSocketsPolicy {
+  const v = pod.metadata?.annotations?.[ANN.appSockets]?.trim().toLowerCase();
+  return v === 'true' ? 'always' : v === 'false' ? 'never' : 'auto';
 }

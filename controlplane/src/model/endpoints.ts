@@ -19,6 +19,7 @@ export function isEndpoint(model: ClusterModel, pod: PodClass): boolean {
 export function endpointOf(model: ClusterModel, pod: PodClass): Endpoint {
   return {
     pod: pod.key,
+    uid: pod.uid,
     ips: pod.ips,
     proxyUid: pod.proxyUid,
     accelerate: !pod.optedOut && !model.namespaceOptedOut(pod.namespace) && model.isSynced(pod.proxyId),

@@ -62,7 +62,7 @@ export function renderNode(v: NodeView): string {
     `switches: enabled=${s.switches.enabled} appSockets=${s.switches.appSockets} maxQueuedBytes=${s.switches.maxQueuedBytes}`,
     '',
     `endpoints (${s.endpoints.length}):`,
-    s.endpoints.length ? table(['POD', 'IPS', 'ACCELERATE', 'APP_SOCKETS'], s.endpoints.map((e) => [e.pod, e.ips.join(',') || '-', yesNo(e.accelerate), yesNo(e.appSockets)])) : '  (none)',
+    s.endpoints.length ? table(['POD', 'IPS', 'ACCELERATE', 'APP_SOCKETS'], s.endpoints.map((e) => [e.pod, e.ips.join(',') || '-', yesNo(e.accelerate), e.appSockets])) : '  (none)',
     '',
     `sidecar pairs: every two accelerated endpoints, ${acceleratedPairs(s)} directed pair(s)`,
   ];
