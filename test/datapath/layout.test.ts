@@ -1,5 +1,5 @@
 /**
- * The TypeScript mirror of bpf/include/meshlane_maps.h against the truth:
+ * The TypeScript mirror of bpf/include/meshlane_layout.h against the truth:
  * the BTF that clang wrote into the compiled objects (sizes and offsets of
  * every struct and field), and the header's counter enum and layout version.
  */
@@ -46,9 +46,9 @@ function sizeOf(btf: Map<number, BtfType>, id: number): number {
   }
 }
 
-const header = readFileSync(join(ROOT, 'bpf/include/meshlane_maps.h'), 'utf8');
+const header = readFileSync(join(ROOT, 'bpf/include/meshlane_layout.h'), 'utf8');
 
-describe('layout - TypeScript mirror of bpf/include/meshlane_maps.h', () => {
+describe('layout - TypeScript mirror of bpf/include/meshlane_layout.h', () => {
   for (const object of ['sockops.bpf.o', 'redirect.bpf.o']) {
     it(`matches the BTF of ${object}, struct by struct and field by field`, () => {
       const btf = loadBtf(join(ROOT, 'bpf/out', object));

@@ -1,11 +1,11 @@
 /**
- * TypeScript mirror of bpf/include/meshlane_maps.h. Must be in sync with it:
+ * TypeScript mirror of bpf/include/meshlane_layout.h. Must be in sync with it:
  * test/datapath/layout.test.ts compares every size and offset here with the
  * BTF of the compiled objects, and ML_LAYOUT_VERSION with the C constant.
  */
 import { ipToBytes, bytesToIp } from '@meshlane/proto';
 
-export const ML_LAYOUT_VERSION = 2;
+export const ML_LAYOUT_VERSION = 3;
 
 export interface FieldLayout {
   name: string;
@@ -25,13 +25,16 @@ export const LAYOUTS: Record<string, StructLayout> = {
   ml_endpoint_key: { cName: 'ml_endpoint_key', size: 16, fields: [{ name: 'ip', offset: 0, size: 16 }] },
   ml_endpoint_value: {
     cName: 'ml_endpoint_value',
-    size: 16,
+    size: 32,
     fields: [
-      { name: 'endpoint_id', offset: 0, size: 4 },
-      { name: 'proxy_uid', offset: 4, size: 4 },
-      { name: 'flags', offset: 8, size: 4 },
-      { name: 'outbound_port', offset: 12, size: 2 },
-      { name: 'inbound_port', offset: 14, size: 2 },
+      { name: 'cgroup_id', offset: 0, size: 8 },
+      { name: 'cgroup_level', offset: 8, size: 4 },
+      { name: 'endpoint_id', offset: 12, size: 4 },
+      { name: 'proxy_uid', offset: 16, size: 4 },
+      { name: 'flags', offset: 20, size: 4 },
+      { name: 'outbound_port', offset: 24, size: 2 },
+      { name: 'inbound_port', offset: 26, size: 2 },
+      { name: 'pad', offset: 28, size: 4 },
     ],
   },
   ml_port_key: {
@@ -55,15 +58,6 @@ export const LAYOUTS: Record<string, StructLayout> = {
     ],
   },
   ml_cidr_value: { cName: 'ml_cidr_value', size: 4, fields: [{ name: 'action', offset: 0, size: 4 }] },
-  ml_pair_key: {
-    cName: 'ml_pair_key',
-    size: 32,
-    fields: [
-      { name: 'client', offset: 0, size: 16 },
-      { name: 'server', offset: 16, size: 16 },
-    ],
-  },
-  ml_pair_value: { cName: 'ml_pair_value', size: 4, fields: [{ name: 'flags', offset: 0, size: 4 }] },
   ml_config: {
     cName: 'ml_config',
     size: 24,
@@ -97,24 +91,37 @@ export const LAYOUTS: Record<string, StructLayout> = {
       { name: 'sk', offset: 56, size: 8 },
     ],
   },
+  ml_governors: {
+    cName: 'ml_governors',
+    size: 48,
+    fields: [
+      { name: 'ip', offset: 0, size: 32 },
+      { name: 'cgroup_id', offset: 32, size: 16 },
+    ],
+  },
   ml_link_value: {
     cName: 'ml_link_value',
-    size: 16,
+    size: 72,
     fields: [
       { name: 'peer', offset: 0, size: 8 },
       { name: 'peer_sk', offset: 8, size: 8 },
+      { name: 'hop', offset: 16, size: 4 },
+      { name: 'flags', offset: 20, size: 4 },
+      { name: 'gov', offset: 24, size: 48 },
     ],
   },
   ml_sock_state: {
     cName: 'ml_sock_state',
-    size: 40,
+    size: 96,
     fields: [
       { name: 'cookie', offset: 0, size: 8 },
       { name: 'peer', offset: 8, size: 8 },
       { name: 'peer_sk', offset: 16, size: 8 },
-      { name: 'pending', offset: 24, size: 8 },
-      { name: 'flags', offset: 32, size: 4 },
-      { name: 'hop', offset: 36, size: 4 },
+      { name: 'policy_generation', offset: 24, size: 8 },
+      { name: 'pending', offset: 32, size: 8 },
+      { name: 'flags', offset: 40, size: 4 },
+      { name: 'hop', offset: 44, size: 4 },
+      { name: 'gov', offset: 48, size: 48 },
     ],
   },
 };
@@ -122,7 +129,8 @@ export const LAYOUTS: Record<string, StructLayout> = {
 export const EP_ACCELERATE = 1 << 0;
 export const EP_INBOUND_ALL_PORTS = 1 << 1;
 export const EP_OUTBOUND_ALL_IPS = 1 << 2;
-export const EP_APP_SOCKETS = 1 << 3;
+export const EP_APP_ALWAYS = 1 << 3;
+export const EP_APP_NEVER = 1 << 4;
 
 export const DIR_INBOUND = 1;
 export const DIR_OUTBOUND = 2;
@@ -131,6 +139,7 @@ export const PORT_INCLUDE = 2;
 
 export const CFG_ENABLED = 1 << 0;
 export const CFG_APP_SOCKETS = 1 << 1;
+export const CFG_APP_AUTO = 1 << 2;
 
 /** enum ml_counter, in order. */
 export const COUNTERS = [
@@ -162,6 +171,15 @@ export const COUNTERS = [
   'resumed',
   'pressure',
   'closed',
+  'not_pod',
+  'app_blocking',
+  'app_probation',
+  'evicted',
+  'reconnected',
+  'not_established',
+  'peer_closed',
+  'policy_off',
+  'peer_blocking',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 
@@ -209,6 +227,10 @@ export function endpointKey(ip: string): Buffer {
 }
 
 export interface EndpointValue {
+  /** The pod cgroup's id (its inode on cgroup2), 0 when not found: then nothing of the pod joins. */
+  cgroupId: bigint;
+  /** Its depth below the cgroup v2 root. */
+  cgroupLevel: number;
   endpointId: number;
   proxyUid: number;
   flags: number;
@@ -217,22 +239,26 @@ export interface EndpointValue {
 }
 
 export function endpointValue(v: EndpointValue): Buffer {
-  const b = Buffer.alloc(16);
-  b.writeUInt32LE(v.endpointId, 0);
-  b.writeUInt32LE(v.proxyUid, 4);
-  b.writeUInt32LE(v.flags, 8);
-  b.writeUInt16LE(v.outboundPort, 12);
-  b.writeUInt16LE(v.inboundPort, 14);
+  const b = Buffer.alloc(32);
+  b.writeBigUInt64LE(v.cgroupId, 0);
+  b.writeUInt32LE(v.cgroupLevel, 8);
+  b.writeUInt32LE(v.endpointId, 12);
+  b.writeUInt32LE(v.proxyUid, 16);
+  b.writeUInt32LE(v.flags, 20);
+  b.writeUInt16LE(v.outboundPort, 24);
+  b.writeUInt16LE(v.inboundPort, 26);
   return b;
 }
 
 export function decodeEndpointValue(b: Buffer): EndpointValue {
   return {
-    endpointId: b.readUInt32LE(0),
-    proxyUid: b.readUInt32LE(4),
-    flags: b.readUInt32LE(8),
-    outboundPort: b.readUInt16LE(12),
-    inboundPort: b.readUInt16LE(14),
+    cgroupId: b.readBigUInt64LE(0),
+    cgroupLevel: b.readUInt32LE(8),
+    endpointId: b.readUInt32LE(12),
+    proxyUid: b.readUInt32LE(16),
+    flags: b.readUInt32LE(20),
+    outboundPort: b.readUInt16LE(24),
+    inboundPort: b.readUInt16LE(26),
   };
 }
 
@@ -256,13 +282,6 @@ export function cidrKey(podIp: string, dst: Buffer, prefixBits: number): Buffer 
   b.writeUInt32LE(128 + prefixBits, 0);
   addr(podIp).copy(b, 4);
   dst.copy(b, 20);
-  return b;
-}
-
-export function pairKey(client: string, server: string): Buffer {
-  const b = Buffer.alloc(32);
-  addr(client).copy(b, 0);
-  addr(server).copy(b, 16);
   return b;
 }
 

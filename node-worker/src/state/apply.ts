@@ -10,6 +10,7 @@
  */
 import type { NodeState } from '@meshlane/proto';
 import type { Datapath } from '../bpf/datapath.js';
+import type { PodCgroups } from '../pod-cgroups.js';
 import { compileNodeState, OWNED_MAPS, type DesiredMaps, type OwnedMap } from './compile.js';
 import { diffEntries, toEntries, type MapDiff } from './diff.js';
 
@@ -17,6 +18,15 @@ export interface ApplyResult {
   generation: number;
   changed: Partial<Record<OwnedMap | 'ml_config', { upserts: number; deletes: number }>>;
   entries: Record<OwnedMap, number>;
+  /** Pods (namespace/name) whose cgroup was not found: nothing of them joins yet. */
+  unresolved: string[];
+}
+
+export interface ReconcilerFacts {
+  /** Finds each pod's cgroup by its uid; without it no entry matches a socket. */
+  podCgroups?: PodCgroups;
+  /** From the behaviour probes: may "auto" app sockets join on this kernel? */
+  appSocketsAuto?: () => boolean;
 }
 
 const ORDER: Array<[OwnedMap, 'del' | 'up']> = [
@@ -32,15 +42,35 @@ const ORDER: Array<[OwnedMap, 'del' | 'up']> = [
 
 export class Reconciler {
   private applied: DesiredMaps | undefined;
+  private last: NodeState | undefined;
+  private lastUnresolved: string[] = [];
 
-  constructor(private readonly dp: Datapath) {}
+  constructor(
+    private readonly dp: Datapath,
+    private readonly facts: ReconcilerFacts = {},
+  ) {}
+
+  /** Pods of the last applied state whose cgroup is still unknown. */
+  get unresolved(): readonly string[] {
+    return this.lastUnresolved;
+  }
+
+  /**
+   * Applies the last state again when a fact it depends on may have
+   * changed (a pod's cgroup appeared): level-triggered, so a no-op when
+   * nothing did.
+   */
+  refresh(): ApplyResult | undefined {
+    return this.last ? this.apply(this.last) : undefined;
+  }
 
   private current(name: OwnedMap): DesiredMaps[OwnedMap] {
     return this.applied?.[name] ?? toEntries(this.dp.maps[name].entries());
   }
 
   apply(state: NodeState): ApplyResult {
-    const desired = compileNodeState(state);
+    const podCgroups = this.facts.podCgroups?.resolve(state.endpoints.map((e) => e.uid)) ?? new Map();
+    const desired = compileNodeState(state, { podCgroups, appSocketsAuto: this.facts.appSocketsAuto?.() ?? false });
     const diffs: Partial<Record<OwnedMap, MapDiff>> = {};
     const entries = {} as Record<OwnedMap, number>;
     for (const name of OWNED_MAPS) {
@@ -66,7 +96,9 @@ export class Reconciler {
       changed.ml_config = { upserts: 1, deletes: 0 };
     }
     this.applied = desired.maps;
-    return { generation: state.generation, changed, entries };
+    this.last = state;
+    this.lastUnresolved = desired.unresolved;
+    return { generation: state.generation, changed, entries, unresolved: desired.unresolved };
   }
 }
 

@@ -13,7 +13,9 @@ import {
   EP_ACCELERATE,
   EP_INBOUND_ALL_PORTS,
   EP_OUTBOUND_ALL_IPS,
-  EP_APP_SOCKETS,
+  EP_APP_ALWAYS,
+  EP_APP_NEVER,
+  CFG_APP_AUTO,
   ML_LAYOUT_VERSION,
   PORT_EXCLUDE,
   PORT_INCLUDE,
@@ -36,7 +38,19 @@ export type DesiredMaps = Record<OwnedMap, Entries>;
 export interface Desired {
   maps: DesiredMaps;
   config: Buffer;
+  /** Pods whose cgroup was not found: their entries match no socket. */
+  unresolved: string[];
 }
+
+/** What the worker found out about its node, which the state cannot say. */
+export interface NodeFacts {
+  /** Pod uid -> its cgroup; a pod missing here has cgroup id 0 (nothing of it joins). */
+  podCgroups: ReadonlyMap<string, { id: bigint; level: number }>;
+  /** The behaviour probes allow "auto" app sockets on this kernel (non-blocking fds only). */
+  appSocketsAuto: boolean;
+}
+
+export const NO_FACTS: NodeFacts = { podCgroups: new Map(), appSocketsAuto: false };
 
 /** FNV-1a of the pod name: stable across restarts and workers, so it needs no allocation table. */
 export function endpointId(pod: string): number {
@@ -52,13 +66,16 @@ function put(m: Entries, key: Buffer, value: Buffer): void {
   m.set(key.toString('hex'), value);
 }
 
-function compileEndpoint(e: Endpoint, maps: DesiredMaps): void {
+function compileEndpoint(e: Endpoint, maps: DesiredMaps, facts: NodeFacts): boolean {
   const flags =
     (e.accelerate ? EP_ACCELERATE : 0) |
     (e.inbound.includePorts === '*' ? EP_INBOUND_ALL_PORTS : 0) |
     (e.outbound.includeCidrs === '*' ? EP_OUTBOUND_ALL_IPS : 0) |
-    (e.appSockets ? EP_APP_SOCKETS : 0);
+    (e.appSockets === 'always' ? EP_APP_ALWAYS : e.appSockets === 'never' ? EP_APP_NEVER : 0);
+  const cg = facts.podCgroups.get(e.uid);
   const value = endpointValue({
+    cgroupId: cg?.id ?? 0n,
+    cgroupLevel: cg?.level ?? 0,
     endpointId: endpointId(e.pod),
     proxyUid: e.proxyUid,
     flags,
@@ -86,21 +103,23 @@ function compileEndpoint(e: Endpoint, maps: DesiredMaps): void {
       }
     }
   }
+  return cg !== undefined;
 }
 
-export function compileNodeState(state: NodeState): Desired {
+export function compileNodeState(state: NodeState, facts: NodeFacts = NO_FACTS): Desired {
   const maps: DesiredMaps = {
     ml_endpoints: new Map(),
     ml_port_rules: new Map(),
     ml_cidr_exclude: new Map(),
     ml_cidr_include: new Map(),
   };
-  for (const e of state.endpoints) compileEndpoint(e, maps);
+  const unresolved: string[] = [];
+  for (const e of state.endpoints) if (!compileEndpoint(e, maps, facts)) unresolved.push(e.pod);
   const config = configValue({
-    flags: (state.switches.enabled ? CFG_ENABLED : 0) | (state.switches.appSockets ? CFG_APP_SOCKETS : 0),
+    flags: (state.switches.enabled ? CFG_ENABLED : 0) | (state.switches.appSockets ? CFG_APP_SOCKETS : 0) | (facts.appSocketsAuto ? CFG_APP_AUTO : 0),
     layoutVersion: ML_LAYOUT_VERSION,
     maxQueued: state.switches.maxQueuedBytes,
     generation: BigInt(state.generation),
   });
-  return { maps, config };
+  return { maps, config, unresolved };
 }

@@ -7,10 +7,10 @@
  * ML_LAYOUT_VERSION whenever a layout changes, so that a worker never
  * re-adopts pinned maps of an older layout.
  */
-#ifndef MESHLANE_MAPS_H
-#define MESHLANE_MAPS_H
+#ifndef MESHLANE_LAYOUT_H
+#define MESHLANE_LAYOUT_H
 
-#define ML_LAYOUT_VERSION 2
+#define ML_LAYOUT_VERSION 3
 
 /* Every address is 16 bytes; IPv4 is stored v4-mapped (::ffff:a.b.c.d), the
  * same form the kernel shows for v4 traffic on dual-stack sockets, so one key
@@ -27,14 +27,25 @@ struct ml_endpoint_key {
 #define ML_EP_ACCELERATE        (1U << 0) /* not opted out, sidecar synced */
 #define ML_EP_INBOUND_ALL_PORTS (1U << 1) /* includeInboundPorts="*" */
 #define ML_EP_OUTBOUND_ALL_IPS  (1U << 2) /* includeOutboundIPRanges="*" */
-#define ML_EP_APP_SOCKETS       (1U << 3) /* the app reads non-blocking: its sockets may join */
+#define ML_EP_APP_ALWAYS        (1U << 3) /* app-sockets "true": every app socket may join */
+#define ML_EP_APP_NEVER         (1U << 4) /* app-sockets "false"; neither bit: auto */
 
+/*
+ * An entry names its pod twice: by the IP it is keyed by, and by the pod's
+ * own cgroup (kubelet's pod<uid>), which no other pod can ever have. A
+ * socket is governed by an entry only when it lives in that cgroup, so an
+ * IP inherited by a new pod while the worker or the bus is down is never
+ * governed by the old pod's entry.
+ */
 struct ml_endpoint_value {
+	__u64 cgroup_id;     /* the pod cgroup's id; 0: not found, nothing joins */
+	__u32 cgroup_level;  /* its depth in the cgroup v2 hierarchy */
 	__u32 endpoint_id;   /* opaque to the kernel; names the pod in dumps */
 	__u32 proxy_uid;     /* istio-proxy runAsUser, 1337 by default */
 	__u32 flags;         /* ML_EP_* */
 	__u16 outbound_port; /* Envoy's outbound capture port, 15001 */
 	__u16 inbound_port;  /* Envoy's inbound capture port, 15006 */
+	__u32 pad;
 };
 
 /* port_rules: per-endpoint port exceptions to capture. */
@@ -69,7 +80,8 @@ struct ml_cidr_value {
 
 /* config: a one-slot array of node-wide switches. */
 #define ML_CFG_ENABLED     (1U << 0) /* global kill switch: clear = no new pairs */
-#define ML_CFG_APP_SOCKETS (1U << 1) /* master switch for ML_EP_APP_SOCKETS */
+#define ML_CFG_APP_SOCKETS (1U << 1) /* master switch for every app socket */
+#define ML_CFG_APP_AUTO    (1U << 2) /* this kernel lets "auto" join non-blocking app sockets */
 
 struct ml_config {
 	__u32 flags;          /* ML_CFG_* */
@@ -98,10 +110,24 @@ struct ml_pending_value {
 	__u64 sk;         /* client struct sock address, for backpressure reads */
 };
 
+/*
+ * The endpoints whose policy governs a hop, as they were when it was
+ * paired: an opt-out, an app-sockets change or a pod replaced behind its IP
+ * must reach connections already established, so each sender re-checks
+ * them whenever the desired-state generation moves.
+ */
+struct ml_governors {
+	struct ml_addr ip[2];   /* [1] all zero when one endpoint governs */
+	__u64 cgroup_id[2];
+};
+
 /* links: client cookie -> server cookie, handed to the client's sk_msg. */
 struct ml_link_value {
 	__u64 peer;
 	__u64 peer_sk; /* struct sock address of the peer */
+	__u32 hop;     /* ML_HOP_* */
+	__u32 flags;   /* ML_SK_* bits the client takes over (ML_SK_PEER_AUTO...) */
+	struct ml_governors gov;
 };
 
 /* Per-socket state in socket-local storage: freed with the socket. */
@@ -109,7 +135,11 @@ struct ml_link_value {
 #define ML_SK_SERVER  (1U << 1)
 #define ML_SK_TCP     (1U << 2) /* this direction has used TCP: never redirect again */
 #define ML_SK_PAIRED  (1U << 3)
-#define ML_SK_HELD    (1U << 4) /* on TCP while the peer is behind; may resume */
+#define ML_SK_HELD    (1U << 4) /* on TCP for now (peer behind, or not yet proven safe); may resume */
+#define ML_SK_PEER_AUTO (1U << 5) /* the peer is an app socket joined by "auto": its fd must stay non-blocking */
+#define ML_SK_REDIRECTED (1U << 6) /* this direction has redirected a byte: the peer may hold some */
+#define ML_SK_APP_HOP (1U << 7) /* the hop ends in an app socket (outbound, inbound) */
+#define ML_SK_PEER_CHECKED (1U << 8) /* the "auto" peer's fd was judged (kept or evicted) */
 
 #define ML_HOP_NONE     0
 #define ML_HOP_OUTBOUND 1 /* app -> own sidecar (15001) */
@@ -120,9 +150,11 @@ struct ml_sock_state {
 	__u64 cookie;
 	__u64 peer;
 	__u64 peer_sk; /* read-only, never trusted: see redirect.bpf.c */
+	__u64 policy_generation; /* config generation the governors were last checked at */
 	struct ml_pending_key pending;
 	__u32 flags; /* ML_SK_* */
 	__u32 hop;   /* ML_HOP_* */
+	struct ml_governors gov;
 };
 
 /* counters: per-CPU u64 array, one slot per decision. The order is part of
@@ -156,21 +188,31 @@ enum ml_counter {
 	ML_C_RESUMED,            /* a held direction went back to redirect */
 	ML_C_PRESSURE,           /* node TCP memory above tcp_mem[0]: limit cut to 1/16 */
 	ML_C_CLOSED,             /* map sockets closed */
+	ML_C_NOT_POD,            /* a pod's address, but the socket is not in that pod's cgroup */
+	ML_C_APP_BLOCKING,       /* "auto" app socket kept on TCP: its fd is blocking */
+	ML_C_APP_PROBATION,      /* "auto" accepted app socket: TCP until its fd proves non-blocking */
+	ML_C_EVICTED,            /* a socket that never got a redirected byte left the sockhash */
+	ML_C_RECONNECTED,        /* connect() again after connect(AF_UNSPEC): stays on TCP */
+	ML_C_NOT_ESTABLISHED,    /* sender not ESTABLISHED (closing, reset): TCP reports it */
+	ML_C_PEER_CLOSED,        /* peer can no longer receive (reset, closed): TCP reports it */
+	ML_C_POLICY_OFF,         /* a governing endpoint changed: this connection went to TCP */
+	ML_C_PEER_BLOCKING,      /* resume refused: the peer's reader may sit inside tcp_recvmsg */
 	ML_C_MAX
 };
 
 #ifdef __BPF__
 _Static_assert(sizeof(struct ml_addr) == 16, "ml_addr");
 _Static_assert(sizeof(struct ml_endpoint_key) == 16, "ml_endpoint_key");
-_Static_assert(sizeof(struct ml_endpoint_value) == 16, "ml_endpoint_value");
+_Static_assert(sizeof(struct ml_endpoint_value) == 32, "ml_endpoint_value");
 _Static_assert(sizeof(struct ml_port_key) == 20, "ml_port_key");
 _Static_assert(sizeof(struct ml_port_value) == 4, "ml_port_value");
 _Static_assert(sizeof(struct ml_cidr_key) == 36, "ml_cidr_key");
-_Static_assert(sizeof(struct ml_link_value) == 16, "ml_link_value");
+_Static_assert(sizeof(struct ml_governors) == 48, "ml_governors");
+_Static_assert(sizeof(struct ml_link_value) == 72, "ml_link_value");
 _Static_assert(sizeof(struct ml_config) == 24, "ml_config");
 _Static_assert(sizeof(struct ml_pending_key) == 8, "ml_pending_key");
 _Static_assert(sizeof(struct ml_pending_value) == 64, "ml_pending_value");
-_Static_assert(sizeof(struct ml_sock_state) == 40, "ml_sock_state");
+_Static_assert(sizeof(struct ml_sock_state) == 96, "ml_sock_state");
 #endif
 
-#endif /* MESHLANE_MAPS_H */
+#endif /* MESHLANE_LAYOUT_H */

@@ -6,13 +6,13 @@
  * sk_msg programs see one set of maps. max_entries here are defaults: the
  * worker sizes them from the node's pod capacity before load.
  */
-#ifndef MESHLANE_DEFS_BPF_H
-#define MESHLANE_DEFS_BPF_H
+#ifndef MESHLANE_MAPS_BPF_H
+#define MESHLANE_MAPS_BPF_H
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
-#include "meshlane_maps.h"
+#include "meshlane_layout.h"
 
 #define AF_INET  2
 #define AF_INET6 10
@@ -124,4 +124,4 @@ static __always_inline struct ml_config *ml_cfg(void)
 	return bpf_map_lookup_elem(&ml_config, &zero);
 }
 
-#endif /* MESHLANE_DEFS_BPF_H */
+#endif /* MESHLANE_MAPS_BPF_H */
