@@ -131,7 +131,7 @@ describe('bus - publisher and follower', () => {
     const js = jetstream(nc);
     // Stored as the delta from generation 1, but it does not follow the contract.
     const huge = 'x'.repeat(800_000);
-    await js.publish(subjects.delta('node-a', 1), JSON.stringify({ ...rawDelta('node-a', 1, 2), upsertEndpoints: [{ pod: 'default/q', ips: [huge] }] }));
+    await js.publish(subjects.delta('node-a', 1), JSON.stringify({ ...rawDelta('node-a', 1, 2), upsertEndpoints: [{ pod: 'default/q', uid: '00000000-0000-4000-8000-000000000009', ips: [huge] }] }));
     await waitFor('a rejection', () => rejected.length >= 1);
     await new Promise((r) => setTimeout(r, 600)); // several polls: still audited once
     expect(rejected).toHaveLength(1);

@@ -199,7 +199,7 @@ describe('datapath - worker lifecycle', () => {
     dp.close();
     await w.start();
     expect(w.log).toMatch(/pinned maps had another layout: switched off, detached and re-created/);
-    expect(w.log).toMatch(/layout version: 1 changed to 2/);
+    expect(w.log).toMatch(/layout version: 1 changed to 3/);
     const [one, many] = await running;
     expect(one.error).toBeUndefined();
     expect(one.recvSha).toBe(one.sentSha);

@@ -73,14 +73,19 @@ describe.each([
     expect(d.paired_outbound).toBe(1); // app a -> its own sidecar is still fine
     expect(d.paired_mesh).toBe(0);
     expect(d.paired_inbound).toBe(0);
-    expect(d.refused_shape).toBe(1);
+    // Refused by Envoy A's own side, before its socket could join.
+    expect(d.refused_port).toBe(1);
+    expect(d.refused_shape).toBe(0);
+    expect(d.candidate).toBe(1); // app a's, paired with its sidecar
   });
 
   it('an excluded outbound port: app X reaches sidecar B without its own sidecar and is refused', async () => {
     const d = await send('x', 'b', 8080);
     expect(d.paired_outbound).toBe(0);
     expect(d.paired_mesh).toBe(0);
-    expect(d.refused_shape).toBe(1);
+    // x's app socket never joins: its port is excluded before it could.
+    expect(d.refused_port).toBe(1);
+    expect(d.refused_shape).toBe(0);
     expect(d.paired_inbound).toBe(1); // B's own sidecar -> B's app
   });
 
@@ -88,7 +93,8 @@ describe.each([
     // x does not capture 8081 outbound, b does not capture it inbound.
     const d = await send('x', 'b', 8081);
     expect([d.paired_outbound, d.paired_mesh, d.paired_inbound]).toEqual([0, 0, 0]);
-    expect(d.refused_shape).toBe(1);
+    expect(d.refused_port).toBe(1);
+    expect(d.candidate).toBe(0);
     expect(d.bytes_redirected).toBe(0);
   });
 

@@ -202,6 +202,8 @@ export class Worker {
   bpfDir: string | undefined;
   /** More `run` flags for the next start. */
   extraArgs: string[] = [];
+  /** The argv that runs meshlane-worker from the next start (default: node and the build's dist/cli.js). */
+  command: string[] | undefined;
   constructor(
     readonly cluster: TestCluster,
     readonly node: string,
@@ -223,7 +225,8 @@ export class Worker {
     if (this.metricsPort) source.push('--metrics-addr', `127.0.0.1:${this.metricsPort}`);
     if (this.bpfDir) source.push('--bpf-dir', this.bpfDir);
     source.push(...this.extraArgs);
-    const p = spawn(process.execPath, [WORKER_CLI, 'run', '--node', this.pinNode, '--cgroup', this.cluster.nodeCgroup(this.node), ...source, '--pin-root', PIN_ROOT, '--log-level', 'debug'], {
+    const [cmd, ...pre] = this.command ?? [process.execPath, WORKER_CLI];
+    const p = spawn(cmd!, [...pre, 'run', '--node', this.pinNode, '--cgroup', this.cluster.nodeCgroup(this.node), ...source, '--pin-root', PIN_ROOT, '--log-level', 'debug'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...(this.natsAuth ? { MESHLANE_NATS_USER: this.natsAuth.user, MESHLANE_NATS_PASSWORD: this.natsAuth.pass } : {}) },
     });
