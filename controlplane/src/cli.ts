@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { DEFAULT_SWITCHES } from '@meshlane/proto';
 import { serveOps } from './ops-server.js';
+import { podReport } from './debug/pods.js';
 import type { ControlPlane } from './controlplane.js';
 import type { FileSink } from './sinks/file-sink.js';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -50,7 +51,10 @@ Switches for every node:
   --no-app-sockets         never accelerate hops ending in an app socket
   --max-queued-bytes N     flow-control limit per peer socket (default ${DEFAULT_SWITCHES.maxQueuedBytes})
 Operations:
-  --metrics-addr ADDR      serve /metrics, /healthz, /readyz on [HOST:]PORT (default :9465)
+  --metrics-addr ADDR      serve /metrics, /healthz, /readyz and /debug/pods/NS/NAME on
+                           [HOST:]PORT (default :9465)
+  --no-debug-pods          do not serve /debug/pods/NS/NAME (each pod's verdict, read-only,
+                           as JSON; what \`meshlane explain\` reads)
   --log-level LEVEL        pino level (default info, env MESHLANE_LOG_LEVEL)
   --pod-name NAME          this pod's name (env POD_NAME), used in istiod's node id
   --pod-namespace NS       this pod's namespace (env POD_NAMESPACE, default istio-system)
@@ -87,6 +91,7 @@ async function main(): Promise<void> {
       'no-app-sockets': { type: 'boolean', default: false },
       'max-queued-bytes': { type: 'string', default: String(DEFAULT_SWITCHES.maxQueuedBytes) },
       'metrics-addr': { type: 'string', default: ':9465' },
+      'no-debug-pods': { type: 'boolean', default: false },
       'log-level': { type: 'string', default: process.env.MESHLANE_LOG_LEVEL ?? 'info' },
       'pod-name': { type: 'string', default: process.env.POD_NAME ?? hostname() },
       'pod-namespace': { type: 'string', default: process.env.POD_NAMESPACE ?? 'istio-system' },
@@ -114,9 +119,9 @@ async function main(): Promise<void> {
     const refused = Object.entries(h?.refused ?? {});
     if (refused.length) return `${refused.length} node(s) cannot be published: ${refused.slice(0, 3).map(([n, why]) => `${n}: ${why}`).join('; ')}`;
     return undefined;
-  });
+  }, values['no-debug-pods'] ? undefined : (ns, name) => (cp ? podReport(cp, ns, name) : { code: 503, body: { error: 'the control plane is starting' } }));
   const bound = server.address();
-  log.info({ addr: typeof bound === 'object' && bound ? `${bound.address}:${bound.port}` : values['metrics-addr'] }, 'ops server listening (/healthz, /readyz, /metrics)');
+  log.info({ addr: typeof bound === 'object' && bound ? `${bound.address}:${bound.port}` : values['metrics-addr'] }, `ops server listening (/healthz, /readyz, /metrics${values['no-debug-pods'] ? '' : ', /debug/pods'})`);
 
   // Everything else is imported only now: loading the Kubernetes and gRPC
   // clients takes seconds, and the probes must be answered meanwhile.

@@ -18,9 +18,9 @@ import { Histogram, Registry, Counter, Gauge } from 'prom-client';
 import type { Switches } from '@meshlane/proto';
 import { classifyPod } from './classify/mod.js';
 import type { Change, ClusterSource } from './source.js';
-import { ClusterModel, namespaceOptedOut } from './model/model.js';
+import { ClusterModel, namespaceOptOut, type VerdictChange } from './model/model.js';
 import { Reconciler, type NodeUpdate } from './reconcile/reconciler.js';
-import type { IstiodSource, ProxySync } from './types.js';
+import { REASONS, type IstiodSource, type ProxySync } from './types.js';
 
 export interface ControlPlaneOptions {
   kube: ClusterSource;
@@ -70,6 +70,8 @@ export class ControlPlane {
   private readonly updates: Counter;
   private readonly nodesGauge: Gauge;
   private readonly queueGauge: Gauge;
+  private readonly podsGauge: Gauge<'reason'>;
+  private readonly verdictChanges: Counter<'reason'>;
   /** FIFO of every source event; entries before `head` are applied (and cleared). */
   private readonly queue: Array<QueuedEvent | undefined> = [];
   private head = 0;
@@ -108,6 +110,17 @@ export class ControlPlane {
     this.updates = new Counter({ name: 'meshlane_node_updates_total', help: 'Per-node desired-state updates emitted', registers });
     this.nodesGauge = new Gauge({ name: 'meshlane_nodes', help: 'Nodes with a desired state', registers, collect: () => this.nodesGauge.set(this.reconciler.nodeCount()) });
     this.queueGauge = new Gauge({ name: 'meshlane_queued_events', help: 'Source events received, not yet applied to the model', registers, collect: () => this.queueGauge.set(this.queue.length - this.head) });
+    this.podsGauge = new Gauge({
+      name: 'meshlane_controlplane_pods',
+      help: 'Pods in the model per verdict reason ("accelerated", or why not: see meshlane explain); counted once their node (or, unscheduled, the pod) was reconciled',
+      labelNames: ['reason'],
+      registers,
+      collect: () => {
+        for (const [reason, n] of this.model.verdictCounts()) this.podsGauge.labels(reason).set(n);
+      },
+    });
+    this.verdictChanges = new Counter({ name: 'meshlane_controlplane_verdict_changes_total', help: 'Pod verdicts that changed (a first verdict counts), by the new reason', labelNames: ['reason'], registers });
+    for (const r of REASONS) this.verdictChanges.labels(r).inc(0);
     this.reconciler.onReconciled((node, u) => this.reconciled(node, u));
     this.reconciler.onSeed((node) => {
       // Generations before a takeover's seed were never this replica's to publish.
@@ -144,7 +157,28 @@ export class ControlPlane {
     else q.splice(0, i);
   }
 
+  /** The kill switch as the reconciler holds it. */
+  private enabled(): boolean {
+    return this.reconciler.switches().enabled;
+  }
+
+  /** One debug line per pod whose verdict changed, and the counter. */
+  private verdictsChanged(changes: readonly VerdictChange[]): void {
+    const debug = this.log.isLevelEnabled('debug');
+    for (const c of changes) {
+      this.verdictChanges.labels(c.to.reason).inc();
+      if (debug) {
+        this.log.debug(
+          { pod: c.pod, node: c.node ?? null, reason: c.to.reason, detail: c.to.detail, ...(c.to.setting ? { setting: c.to.setting } : {}), was: c.from?.reason ?? null },
+          'pod verdict',
+        );
+      }
+    }
+  }
+
   private reconciled(node: string, u: NodeUpdate | undefined): void {
+    // The verdicts of the node's pods, from the model its state was just computed from.
+    this.verdictsChanged(this.model.refreshNode(node, this.enabled()));
     const stamps = this.stamps.get(node);
     // An event that changed nothing leaves nothing behind: the next change is measured from its own arrival.
     this.stamps.delete(node);
@@ -221,7 +255,13 @@ export class ControlPlane {
   private mutate(e: Exclude<QueuedEvent, { kind: 'synced' }>): string[] {
     switch (e.kind) {
       case 'pod': {
-        if (e.change === 'upsert') return this.model.upsertPod(classifyPod(e.pod));
+        if (e.change === 'upsert') {
+          const cls = classifyPod(e.pod);
+          const nodes = this.model.upsertPod(cls);
+          // A pod on no node has no node pass to refresh its verdict.
+          if (cls.node === undefined) this.verdictsChanged(this.model.refreshPod(cls.key, this.enabled()));
+          return nodes;
+        }
         // The same default classifyPod keys the pod with.
         return this.model.deletePod(`${e.pod.metadata?.namespace ?? 'default'}/${e.pod.metadata?.name ?? ''}`);
       }
@@ -231,7 +271,7 @@ export class ControlPlane {
       }
       case 'namespace': {
         const name = e.ns.metadata?.name ?? '';
-        return e.change === 'delete' ? this.model.deleteNamespace(name) : this.model.upsertNamespace(name, namespaceOptedOut(e.ns.metadata?.labels, e.ns.metadata?.annotations));
+        return e.change === 'delete' ? this.model.deleteNamespace(name) : this.model.upsertNamespace(name, namespaceOptOut(e.ns.metadata?.labels, e.ns.metadata?.annotations));
       }
       case 'proxies':
         return this.model.setProxies(e.proxies);

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 /** meshlane: the operator's CLI (see --help and src/ops/). */
 import { CliError, messageOf } from './ops/errors.js';
-import { PAIRS_HELP, STATUS_HELP, TAIL_HELP, pairsCommand, statusCommand, tailCommand, type Io } from './ops/commands.js';
+import { EXPLAIN_HELP, PAIRS_HELP, STATUS_HELP, TAIL_HELP, explainCommand, pairsCommand, statusCommand, tailCommand, type Io } from './ops/commands.js';
 import { COMMON_HELP } from './ops/connect.js';
 
-const HELP = `meshlane: look at the meshlane bus (read-only; auditor credentials are enough).
+const HELP = `meshlane: look at the meshlane bus (read-only; auditor credentials are enough)
+and ask the control plane why a pod is or is not accelerated.
 
 Usage:
   meshlane audit tail [--node N] [--json] [--since DURATION | --all]
@@ -13,13 +14,17 @@ Usage:
                               per-node convergence; exit 1 when a node lags or is stale
   meshlane pairs --node N [--json]
                               a node's desired endpoints and its accelerated pairs
+  meshlane explain NAMESPACE/POD [--controlplane URL] [--json] [--bus]
+                              why a pod is or is not accelerated, from the control
+                              plane's ops server; exit 1 when it is not
   meshlane COMMAND --help     a command's flags and output
 
-Exit codes: 0 ok, 1 (status) some node not converged, 2 an error (named on stderr).
+Exit codes: 0 ok, 1 (status) some node not converged / (explain) the pod is not
+accelerated, 2 an error (named on stderr).
 
 ${COMMON_HELP}`;
 
-const HELPS: Record<string, string> = { 'audit tail': TAIL_HELP, status: STATUS_HELP, pairs: PAIRS_HELP };
+const HELPS: Record<string, string> = { 'audit tail': TAIL_HELP, status: STATUS_HELP, pairs: PAIRS_HELP, explain: EXPLAIN_HELP };
 
 async function main(argv: string[]): Promise<number> {
   let onSignal: () => void = () => {};
@@ -50,8 +55,10 @@ async function main(argv: string[]): Promise<number> {
       return statusCommand(sub === undefined ? [] : [sub, ...rest], io);
     case 'pairs':
       return pairsCommand(sub === undefined ? [] : [sub, ...rest], io);
+    case 'explain':
+      return explainCommand(sub === undefined ? [] : [sub, ...rest], io);
     default:
-      throw new CliError(`unknown command "${cmd}" (commands: audit tail, status, pairs; see meshlane --help)`);
+      throw new CliError(`unknown command "${cmd}" (commands: audit tail, status, pairs, explain; see meshlane --help)`);
   }
 }
 

@@ -1,6 +1,10 @@
-export type { PodClass, ProxySync, IstiodSource, Ineligible } from './types.js';
+export type { PodClass, ProxySync, IstiodSource, Ineligible, Reason, Refusal, Setting, Verdict } from './types.js';
+export { REASONS } from './types.js';
 export { classifyPod, captureProblem } from './classify/mod.js';
-export { ClusterModel, namespaceOptedOut, type ModelOptions } from './model/model.js';
+export { optOutOf, optsOut } from './classify/pod.js';
+export { ClusterModel, namespaceOptedOut, namespaceOptOut, type ModelOptions, type StoredVerdict, type VerdictChange } from './model/model.js';
+export { nodeVerdicts, podVerdict } from './model/verdict.js';
+export { podReport, type PodReport, type PodReportSource } from './debug/pods.js';
 export { nodeEndpoints } from './model/endpoints.js';
 export { Reconciler, type NodeUpdate, type ReconcilerOptions } from './reconcile/reconciler.js';
 export { KubeSources, loadKubeConfig } from './kube/sources.js';

@@ -10,10 +10,32 @@ export type Ineligible =
   | 'not-meshed' // no istio-proxy sidecar injected
   | 'host-network' // shares the node's network namespace
   | 'ambient' // ambient.istio.io/redirection: enabled (ztunnel, no sidecar)
-  | 'interception-mode' // sidecar.istio.io/interceptionMode NONE or TPROXY
+  | 'interception-mode' // not plain REDIRECT capture: TPROXY, NONE, excluded interfaces, proxy as root, no sign of capture
+  | 'capture-unreadable' // a capture annotation or istio-iptables arg that cannot be read the way Istio reads it
   | 'not-running' // phase not Running, or being deleted
   | 'no-ip' // no pod IP yet
   | 'no-uid'; // metadata.uid missing or not RFC 4122 text: its cgroup cannot be found
+
+/**
+ * A label, annotation, container arg or env value a verdict rests on, so
+ * that an operator is told exactly what to look at.
+ */
+export interface Setting {
+  /** Whose: the pod's or its namespace's metadata, or one of the pod's containers. */
+  on: 'pod' | 'namespace' | 'container';
+  kind: 'label' | 'annotation' | 'arg' | 'env' | 'field';
+  /** The label/annotation key, the arg ("-d"), the env name, or the field's path ("spec.hostNetwork"). */
+  name: string;
+  value: string;
+  /** The container, when `on` is 'container'. */
+  container?: string;
+}
+
+/** Why classification refused a pod, in words, and the setting it rests on when there is one. */
+export interface Refusal {
+  detail: string;
+  setting?: Setting;
+}
 
 /** What the datapath needs to know about one pod, read from its manifest alone. */
 export interface PodClass {
@@ -26,8 +48,12 @@ export interface PodClass {
   /** status.podIPs (dual-stack) or status.podIP. */
   ips: string[];
   ineligible?: Ineligible;
+  /** Why it is ineligible (present exactly when `ineligible` is). */
+  refusal?: Refusal;
   /** meshlane.io/accelerate: "false" as annotation or label on the pod. */
   optedOut: boolean;
+  /** The label or annotation that opts it out (present exactly when `optedOut` is, from classifyPod). */
+  optOut?: Setting;
   /** metadata.uid: the worker finds the pod's cgroup by it. */
   uid: string;
   /** meshlane.io/app-sockets: "true" always, "false" never, absent: auto. */
@@ -60,4 +86,48 @@ export interface IstiodSource {
   onAmbient(cb: (pods: ReadonlySet<string>) => void): void;
   /** true once istiod answered at least once since the last (re)connect. */
   connected(): boolean;
+}
+
+/**
+ * What the control plane decided about one pod, the first reason that
+ * applies, in this order: classification's (host-network, ambient,
+ * not-meshed, interception-mode, capture-unreadable, not-running, no-ip,
+ * no-uid), then the model's: ambient (istiod), ip-conflict, opted-out-pod,
+ * opted-out-namespace, not-synced, switched-off; else accelerated.
+ */
+export type Reason =
+  | 'accelerated'
+  | Ineligible
+  | 'ip-conflict' // another pod of the node claims one of its IPs: neither is an endpoint
+  | 'opted-out-pod' // meshlane.io/accelerate on the pod
+  | 'opted-out-namespace' // meshlane.io/accelerate on its namespace
+  | 'not-synced' // the sync gate is on and istiod does not report its sidecar connected and synced
+  | 'switched-off'; // the global kill switch is off (--disable)
+
+export const REASONS: readonly Reason[] = [
+  'accelerated',
+  'host-network',
+  'ambient',
+  'not-meshed',
+  'interception-mode',
+  'capture-unreadable',
+  'not-running',
+  'no-ip',
+  'no-uid',
+  'ip-conflict',
+  'opted-out-pod',
+  'opted-out-namespace',
+  'not-synced',
+  'switched-off',
+];
+
+export interface Verdict {
+  reason: Reason;
+  /** One line for an operator: what exactly, with the value. */
+  detail: string;
+  setting?: Setting;
+  /** In its node's state (reasons from ip-conflict on are endpoints, except ip-conflict itself). */
+  endpoint: boolean;
+  /** Its endpoint has accelerate: true (still subject to the node's switches). */
+  accelerate: boolean;
 }

@@ -9,7 +9,7 @@ import {
   parsePortList,
   parsePortSelector,
 } from '../../controlplane/src/classify/mod.js';
-import { hostNetworkPod, injectedPod, plainPod, type InjectOptions } from './fixtures/injected-pods.js';
+import { hostNetworkPod, injectedPod, kubeInjectCronJobPod, plainPod, type InjectOptions } from './fixtures/injected-pods.js';
 
 /** A copy of `pod` changed by `fn`. */
 function edit(pod: V1Pod, fn: (p: V1Pod) => void): V1Pod {
@@ -64,12 +64,19 @@ interface Row {
   ineligible?: Ineligible;
   /** Fields that differ from ELIGIBLE. */
   expect?: Partial<PodClass>;
+  /** What the refusal's detail must say. */
+  detail?: RegExp;
 }
 
 function check(row: Row): void {
-  const got = classifyPod(row.pod);
+  const { refusal, optOut, ...got } = classifyPod(row.pod);
   expect(got.ineligible).toBe(row.ineligible);
   expect(got).toEqual({ ...ELIGIBLE, ...row.expect, ...(row.ineligible ? { ineligible: row.ineligible } : {}) });
+  // A refusal says why exactly when the pod is ineligible; an opt-out names its setting exactly when opted out.
+  expect(refusal !== undefined).toBe(row.ineligible !== undefined);
+  if (refusal) expect(refusal.detail).not.toBe('');
+  if (row.detail) expect(refusal?.detail).toMatch(row.detail);
+  expect(optOut !== undefined).toBe(got.optedOut);
 }
 
 /** Pods without istio-init are read as istio-cni reads them: excludeOutboundPorts defaults to 15020. */
@@ -89,6 +96,7 @@ describe('meshed: sidecar.istio.io/status and a running istio-proxy', () => {
       name: 'istio-proxy in initContainers without restartPolicy Always is no sidecar',
       pod: edit(injectedPod(), (p) => delete container(p, 'istio-proxy').restartPolicy),
       ineligible: 'not-meshed',
+      detail: /init container with restartPolicy unset/,
     },
     {
       name: 'istio-init only, no istio-proxy',
@@ -96,9 +104,27 @@ describe('meshed: sidecar.istio.io/status and a running istio-proxy', () => {
       ineligible: 'not-meshed',
     },
     {
-      name: 'istio-proxy without sidecar.istio.io/status (added by hand)',
+      // What istioctl kube-inject of a CronJob leaves on its pods (see kube-inject-cronjob.test.ts):
+      // istio-init's REDIRECT rules capture the traffic whatever the annotations say.
+      name: 'istio-proxy and istio-init without sidecar.istio.io/status: captured by istio-init, meshed',
       pod: edit(injectedPod({ native: false }), (p) => delete p.metadata!.annotations!['sidecar.istio.io/status']),
+    },
+    {
+      name: 'istio-proxy without sidecar.istio.io/status and without istio-init: nothing captures',
+      pod: edit(injectedPod({ native: false }), (p) => {
+        delete p.metadata!.annotations!['sidecar.istio.io/status'];
+        p.spec!.initContainers = [];
+      }),
       ineligible: 'not-meshed',
+      expect: CNI_OUTBOUND,
+      detail: /without sidecar\.istio\.io\/status and without an istio-init/,
+    },
+    {
+      name: 'istio-proxy + istio-validation without sidecar.istio.io/status: istio-cni skips the pod',
+      pod: edit(injectedPod({ cni: true }), (p) => delete p.metadata!.annotations!['sidecar.istio.io/status']),
+      ineligible: 'not-meshed',
+      expect: CNI_OUTBOUND,
+      detail: /istio-cni programs no capture/,
     },
     {
       name: 'status annotation only, containers stripped',
@@ -109,6 +135,73 @@ describe('meshed: sidecar.istio.io/status and a running istio-proxy', () => {
     { name: 'not injected at all', pod: plainPod(), ineligible: 'not-meshed', expect: CNI_OUTBOUND },
   ];
   it.each(rows)('$name', check);
+});
+
+describe('istioctl kube-inject CronJob pods: Istio metadata on the Job, containers on the pod', () => {
+  const cron = kubeInjectCronJobPod();
+  const CRON = {
+    key: 'default/hellocron-29433600-7x9kq',
+    name: 'hellocron-29433600-7x9kq',
+    proxyId: 'hellocron-29433600-7x9kq.default',
+    uid: '3c9d1e7f-2a4b-4c6d-8e0f-1a2b3c4d5e6f',
+    ips: ['10.244.1.9'],
+  };
+  /** Replace the value after `flag` in the CronJob pod's istio-init args. */
+  const cronArg = (flag: string, value: string) =>
+    edit(cron, (p) => {
+      const args = container(p, 'istio-init').args!;
+      const i = args.indexOf(flag);
+      if (i < 0) args.splice(1, 0, flag, value);
+      else args[i + 1] = value;
+    });
+  const rows: Row[] = [
+    { name: 'no sidecar.istio.io/status, istio-init REDIRECT + istio-proxy: meshed, as captured', pod: cron, expect: CRON },
+    {
+      name: 'the same as a native sidecar',
+      pod: edit(cron, (p) => {
+        const proxy = container(p, 'istio-proxy');
+        p.spec!.containers = p.spec!.containers.filter((c) => c.name !== 'istio-proxy');
+        p.spec!.initContainers!.push({ ...proxy, restartPolicy: 'Always' });
+      }),
+      expect: CRON,
+    },
+    { name: 'args say TPROXY', pod: cronArg('-m', 'TPROXY'), ineligible: 'interception-mode', expect: CRON, detail: /TPROXY \(istio-init arg -m\)/ },
+    { name: 'an unreadable -b', pod: cronArg('-b', '80,http'), ineligible: 'capture-unreadable', expect: { ...CRON, ...NOTHING }, detail: /^istio-init -b: "80,http": item "http": not a port number/ },
+    { name: 'an unreadable -x', pod: cronArg('-x', '10.0.0.0/33'), ineligible: 'capture-unreadable', expect: { ...CRON, ...NOTHING }, detail: /^istio-init -x: "10\.0\.0\.0\/33"/ },
+    {
+      name: 'istio-init --skip-rule-apply applied no rules',
+      pod: edit(cron, (p) => container(p, 'istio-init').args!.push('--skip-rule-apply')),
+      ineligible: 'interception-mode',
+      expect: CRON,
+      detail: /--skip-rule-apply/,
+    },
+    {
+      name: 'istio-init --skip-rule-apply=maybe is unreadable',
+      pod: edit(cron, (p) => container(p, 'istio-init').args!.push('--skip-rule-apply=maybe')),
+      ineligible: 'capture-unreadable',
+      expect: { ...CRON, ...NOTHING },
+      detail: /--skip-rule-apply: "maybe"/,
+    },
+    {
+      name: 'istio-init without istio-iptables in its args is no capture',
+      pod: edit(cron, (p) => (container(p, 'istio-init').args = ['sleep', '1'])),
+      ineligible: 'not-meshed',
+      expect: { ...CRON, ...CNI_OUTBOUND },
+    },
+    {
+      name: 'istio-init but no istio-proxy',
+      pod: edit(cron, (p) => (p.spec!.containers = p.spec!.containers.filter((c) => c.name !== 'istio-proxy'))),
+      ineligible: 'not-meshed',
+      expect: CRON,
+      detail: /no istio-proxy sidecar/,
+    },
+  ];
+  it.each(rows)('$name', check);
+
+  it('the pod really carries none of the metadata kube-inject wrote on the Job', () => {
+    expect(cron.metadata?.annotations?.['sidecar.istio.io/status']).toBeUndefined();
+    expect(cron.metadata?.ownerReferences?.[0]?.kind).toBe('Job');
+  });
 });
 
 describe('proxy uid from istio-proxy securityContext.runAsUser', () => {
@@ -170,7 +263,8 @@ describe('interception mode', () => {
     {
       name: 'unknown mode value (case matters to Istio)',
       pod: reannotate(injectedPod(), { 'sidecar.istio.io/interceptionMode': 'redirect' }),
-      ineligible: 'interception-mode',
+      ineligible: 'capture-unreadable',
+      detail: /sidecar\.istio\.io\/interceptionMode: "redirect"/,
       expect: NOTHING,
     },
     {
@@ -336,12 +430,12 @@ describe('unreadable values: the whole pod is ineligible, nothing captured', () 
     ['status.sidecar.istio.io/port', 'abc'],
   ];
   const rows: Row[] = bad.flatMap(([key, value]) => [
-    { name: `${key}: ${JSON.stringify(value)}`, pod: reannotate(injectedPod(), { [key]: value }), ineligible: 'interception-mode', expect: NOTHING },
-    { name: `${key}: ${JSON.stringify(value)} (CNI)`, pod: reannotate(injectedPod({ cni: true }), { [key]: value }), ineligible: 'interception-mode', expect: NOTHING },
+    { name: `${key}: ${JSON.stringify(value)}`, pod: reannotate(injectedPod(), { [key]: value }), ineligible: 'capture-unreadable', expect: NOTHING, detail: new RegExp(`^${key.replaceAll('.', '\\.')}: `) },
+    { name: `${key}: ${JSON.stringify(value)} (CNI)`, pod: reannotate(injectedPod({ cni: true }), { [key]: value }), ineligible: 'capture-unreadable', expect: NOTHING },
   ]);
   rows.push(
-    { name: 'istio-init -d garbage', pod: setArg(injectedPod(), '-d', '15090,15021,x'), ineligible: 'interception-mode', expect: NOTHING },
-    { name: 'istio-init -p garbage', pod: setArg(injectedPod(), '-p', 'envoy'), ineligible: 'interception-mode', expect: NOTHING },
+    { name: 'istio-init -d garbage', pod: setArg(injectedPod(), '-d', '15090,15021,x'), ineligible: 'capture-unreadable', expect: NOTHING, detail: /^istio-init -d: "15090,15021,x"/ },
+    { name: 'istio-init -p garbage', pod: setArg(injectedPod(), '-p', 'envoy'), ineligible: 'capture-unreadable', expect: NOTHING, detail: /^istio-init -p: "envoy"/ },
   );
   it.each(rows)('$name', check);
 

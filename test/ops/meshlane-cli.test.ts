@@ -30,6 +30,10 @@ import { BusPublisher } from '../../controlplane/src/bus/publisher.js';
 import { DEFAULT_LIMITS, setupBus } from '../../controlplane/src/bus/setup.js';
 import { ClusterModel } from '../../controlplane/src/model/model.js';
 import { Reconciler } from '../../controlplane/src/reconcile/reconciler.js';
+import type { AddressInfo } from 'node:net';
+import { Registry } from 'prom-client';
+import { podReport } from '../../controlplane/src/debug/pods.js';
+import { serveOps } from '../../controlplane/src/ops-server.js';
 import { NatsServer } from '../harness/nats.js';
 import { podClass } from '../harness/podclass.js';
 import { rawDelta } from '../harness/deltas.js';
@@ -343,6 +347,30 @@ describe('meshlane CLI (real nats-server, auditor credentials)', () => {
     const none = run(['pairs', '--node', 'node-zz']);
     expect(await none.exit()).toBe(2);
     expect(none.err).toMatch(/no snapshot for node node-zz/);
+  });
+
+  it('explain --bus cross-checks an endpoint against its node\'s state on the bus', async () => {
+    await step(model.upsertPod(pod('x', 'node-a', 1)));
+    await step(model.upsertPod(pod('y', 'node-a', 2)));
+    const ops = await serveOps('127.0.0.1:0', new Registry(), () => undefined, (ns, name) => podReport({ ready: () => true, model, reconciler: rec }, ns, name));
+    try {
+      const url = `http://127.0.0.1:${(ops.address() as AddressInfo).port}`;
+      const ok = run(['explain', 'default/x', '--controlplane', url, '--bus']);
+      expect(await ok.exit()).toBe(0);
+      expect(ok.out).toMatch(/^bus\n {2}node node-a's state on the bus \(generation 2\): endpoint present, accelerate true, agrees$/m);
+      expect(ok.out).toContain('default/x <-> default/y');
+      // The model opts x out; its node is not reconciled yet, so the bus still says accelerate: a warning.
+      model.upsertPod(podClass('x', 'node-a', 1, { optedOut: true, optOut: { on: 'pod', kind: 'label', name: 'meshlane.io/accelerate', value: 'false' } }));
+      const lag = run(['explain', 'default/x', '--controlplane', url, '--bus', '--json']);
+      expect(await lag.exit(), `${lag.out}\n${lag.err}`).toBe(1);
+      expect(lag.err).toMatch(/accelerate true, the control plane decided false: not published yet/);
+      expect((JSON.parse(lag.out) as { reason: string; bus: { agrees: boolean } })).toMatchObject({ reason: 'opted-out-pod', bus: { agrees: false } });
+      const badNats = run(['explain', 'default/x', '--controlplane', url, '--bus', '--nats', 'nats://127.0.0.1:1']);
+      expect(await badNats.exit()).toBe(2);
+      expect(badNats.err).toMatch(/cannot reach NATS/);
+    } finally {
+      ops.close();
+    }
   });
 
   it('names what went wrong: unreachable NATS, refused credentials', async () => {

@@ -3,7 +3,7 @@ export class CaptureConfigError extends Error {
   constructor(
     readonly source: string,
     readonly value: string,
-    detail: string,
+    readonly detail: string,
   ) {
     super(`${source}: ${JSON.stringify(value)}: ${detail}`);
     this.name = 'CaptureConfigError';

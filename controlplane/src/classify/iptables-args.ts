@@ -7,6 +7,7 @@
  */
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import { INIT_CONTAINER, VALIDATION_CONTAINER } from './constants.js';
+import { CaptureConfigError } from './errors.js';
 
 /** One istio-iptables flag: pflag short and long name, the env var viper binds, the default. */
 interface Flag {
@@ -77,4 +78,28 @@ export function readIptablesSettings(container: V1Container): IptablesSettings {
     out[key] = flagValue(argv, flag) ?? env.get(flag.long.toUpperCase().replaceAll('-', '_')) ?? flag.fallback;
   }
   return out;
+}
+
+/**
+ * istio-iptables' --skip-rule-apply as pflag and viper read it (a bool:
+ * "--skip-rule-apply" alone, or =VALUE with Go strconv.ParseBool values;
+ * else env SKIP_RULE_APPLY). Throws CaptureConfigError on a value
+ * istio-iptables would refuse.
+ */
+export function skipsRuleApply(container: V1Container): boolean {
+  const argv = [...(container.command ?? []), ...(container.args ?? [])];
+  const source = `${container.name} --skip-rule-apply`;
+  let text: string | undefined;
+  for (const a of argv) {
+    if (a === '--skip-rule-apply') text = 'true';
+    else if (a.startsWith('--skip-rule-apply=')) text = a.slice('--skip-rule-apply='.length);
+  }
+  if (text === undefined) {
+    const env = container.env?.find((e) => e.name === 'SKIP_RULE_APPLY' && e.valueFrom === undefined);
+    if (env === undefined) return false;
+    text = env.value ?? '';
+  }
+  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(text)) return true;
+  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(text)) return false;
+  throw new CaptureConfigError(source, text, 'not a boolean');
 }

@@ -34,7 +34,7 @@ export function parsePort(source: string, text: string): number {
 export function parsePortList(source: string, text: string): number[] {
   const t = text.trim();
   if (t === '') return [];
-  return sortedUnique(t.split(',').map((item) => parsePort(source, item)).filter((p) => p !== 0));
+  return sortedUnique(t.split(',').map((item) => inList(source, text, item, parsePort)).filter((p) => p !== 0));
 }
 
 /** "*" or a port list ("" = no port). */
@@ -64,12 +64,22 @@ export function parseOneCidr(source: string, text: string): string {
 
 export function parseCidrList(source: string, text: string): string[] {
   if (text === '') return [];
-  return [...new Set(text.split(',').map((item) => parseOneCidr(source, item)))];
+  return [...new Set(text.split(',').map((item) => inList(source, text, item, parseOneCidr)))];
 }
 
 /** "*" or a CIDR list ("" = no destination). */
 export function parseCidrSelector(source: string, text: string): CidrSelector {
   return text === '*' ? '*' : parseCidrList(source, text);
+}
+
+/** One item of a list; an error names the whole value and the item. */
+function inList<T>(source: string, text: string, item: string, parse: (source: string, item: string) => T): T {
+  try {
+    return parse(source, item);
+  } catch (err) {
+    if (err instanceof CaptureConfigError && item !== text) throw new CaptureConfigError(source, text, `item ${JSON.stringify(item)}: ${err.detail}`);
+    throw err;
+  }
 }
 
 export function sortedUnique(ports: Iterable<number>): number[] {

@@ -2,6 +2,7 @@
 import { isIP } from 'node:net';
 import type { V1Pod } from '@kubernetes/client-node';
 import { bytesToIp, ipToBytes, type AppSocketsPolicy } from '@meshlane/proto';
+import type { Setting } from '../types.js';
 import { ANN } from './constants.js';
 
 /**
@@ -37,14 +38,37 @@ export function isAmbient(pod: V1Pod): boolean {
   return v !== undefined && v !== 'disabled';
 }
 
+/** The metadata an opt-out is read from: a pod's or a namespace's. */
+export interface OptOutMeta {
+  labels?: Record<string, string> | undefined;
+  annotations?: Record<string, string> | undefined;
+}
+
 /**
- * meshlane.io/accelerate as annotation or label. Documented value: "false".
- * Any value other than "true" (trimmed, any case) also opts out: a typo in an
- * opt-out must not keep a pod accelerated. Either place opting out wins.
+ * Whether one meshlane.io/accelerate value opts out. Documented value:
+ * "false". Any value other than "true" (trimmed, any case) also opts out: a
+ * typo in an opt-out must not keep a pod accelerated.
  */
+export function optsOut(value: string): boolean {
+  return value.trim().toLowerCase() !== 'true';
+}
+
+/**
+ * THE reading of meshlane.io/accelerate, for pods and namespaces alike: the
+ * label or annotation that opts out (the label first when both do), or
+ * undefined. Either place opting out wins over the other saying "true".
+ */
+export function optOutOf(meta: OptOutMeta | undefined, on: 'pod' | 'namespace'): Setting | undefined {
+  const label = meta?.labels?.[ANN.accelerate];
+  if (label !== undefined && optsOut(label)) return { on, kind: 'label', name: ANN.accelerate, value: label };
+  const annotation = meta?.annotations?.[ANN.accelerate];
+  if (annotation !== undefined && optsOut(annotation)) return { on, kind: 'annotation', name: ANN.accelerate, value: annotation };
+  return undefined;
+}
+
+/** meshlane.io/accelerate on the pod (see optOutOf). */
 export function isOptedOut(pod: V1Pod): boolean {
-  const values = [pod.metadata?.annotations?.[ANN.accelerate], pod.metadata?.labels?.[ANN.accelerate]];
-  return values.some((v) => v !== undefined && v.trim().toLowerCase() !== 'true');
+  return optOutOf(pod.metadata, 'pod') !== undefined;
 }
 
 /**

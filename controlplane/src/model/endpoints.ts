@@ -31,6 +31,20 @@ export function endpointOf(model: ClusterModel, pod: PodClass): Endpoint {
   };
 }
 
+/** The would-be endpoints among `pods` claiming each IP. */
+export function ipOwners(model: ClusterModel, pods: readonly PodClass[]): Map<string, string[]> {
+  const owners = new Map<string, string[]>();
+  for (const p of pods) {
+    if (!isEndpoint(model, p)) continue;
+    for (const ip of p.ips) {
+      const o = owners.get(ip);
+      if (o) o.push(p.key);
+      else owners.set(ip, [p.key]);
+    }
+  }
+  return owners;
+}
+
 /**
  * Endpoints of a node, sorted by pod key. An IP claimed by two pods (a
  * stale object, a reused address) identifies neither with certainty, so

@@ -4,18 +4,45 @@
  * touched, so the reconciler recomputes those nodes and no others: no
  * O(cluster) work per event.
  */
-import type { PodClass, ProxySync } from '../types.js';
+import { optOutOf } from '../classify/pod.js';
+import { ANN } from '../classify/constants.js';
+import { REASONS, type PodClass, type ProxySync, type Reason, type Setting, type Verdict } from '../types.js';
+import { nodeVerdicts, podVerdict } from './verdict.js';
 
-export const OPT_OUT_KEY = 'meshlane.io/accelerate';
+export const OPT_OUT_KEY = ANN.accelerate;
 
 export interface ModelOptions {
   /** Pair a pod only once istiod reports its sidecar connected and synced. */
   syncGate: boolean;
 }
 
-/** A namespace opts out with meshlane.io/accelerate: "false" as label or annotation. */
+/**
+ * The label or annotation that opts a namespace out, read exactly as a
+ * pod's (classify/pod.ts optOutOf: anything but "true", trimmed, any case).
+ */
+export function namespaceOptOut(labels?: Record<string, string>, annotations?: Record<string, string>): Setting | undefined {
+  return optOutOf({ labels, annotations }, 'namespace');
+}
+
+/** A namespace opts out with meshlane.io/accelerate: "false" (see namespaceOptOut). */
 export function namespaceOptedOut(labels?: Record<string, string>, annotations?: Record<string, string>): boolean {
-  return labels?.[OPT_OUT_KEY] === 'false' || annotations?.[OPT_OUT_KEY] === 'false';
+  return namespaceOptOut(labels, annotations) !== undefined;
+}
+
+/** A pod's current verdict, where it runs and since when it holds. */
+export interface StoredVerdict extends Verdict {
+  pod: string;
+  node: string | undefined;
+  /** When this verdict (reason and detail) was first computed. */
+  since: Date;
+}
+
+/** A pod whose verdict changed (`from` undefined: its first). */
+export interface VerdictChange {
+  pod: string;
+  node: string | undefined;
+  from: Verdict | undefined;
+  to: Verdict;
 }
 
 export class ClusterModel {
@@ -23,7 +50,10 @@ export class ClusterModel {
   private readonly podsByNode = new Map<string, Set<string>>();
   private readonly podsByNamespace = new Map<string, Set<string>>();
   private readonly podByProxyId = new Map<string, string>();
-  private readonly optedOutNamespaces = new Set<string>();
+  /** Opted-out namespaces and the label or annotation that opts each out (undefined: not told). */
+  private readonly optedOutNamespaces = new Map<string, Setting | undefined>();
+  private readonly verdicts = new Map<string, StoredVerdict>();
+  private readonly counts = new Map<Reason, number>(REASONS.map((r) => [r, 0]));
   private readonly nodes = new Set<string>();
   private synced = new Set<string>();
   private ambient = new Set<string>();
@@ -66,19 +96,33 @@ export class ClusterModel {
     this.index(this.podsByNode, old.node, key, false);
     this.index(this.podsByNamespace, old.namespace, key, false);
     this.podByProxyId.delete(old.proxyId);
+    this.forgetVerdict(key);
     return old.node ? [old.node] : [];
   }
 
-  /** Returns the nodes hosting the namespace's pods when its opt-out flipped. */
-  upsertNamespace(name: string, optedOut: boolean): string[] {
-    if (this.optedOutNamespaces.has(name) === optedOut) return [];
-    if (optedOut) this.optedOutNamespaces.add(name);
+  /**
+   * `optOut`: the setting that opts the namespace out (namespaceOptOut), or
+   * undefined / false when it does not; true when opted out by a setting
+   * not told. Returns the nodes hosting the namespace's pods when its
+   * opt-out, or what it rests on, changed.
+   */
+  upsertNamespace(name: string, optOut: Setting | boolean | undefined): string[] {
+    const optedOut = optOut !== undefined && optOut !== false;
+    const setting = typeof optOut === 'object' ? optOut : undefined;
+    const was = this.optedOutNamespaces.get(name);
+    if (this.optedOutNamespaces.has(name) === optedOut && (!optedOut || sameSetting(was, setting))) return [];
+    if (optedOut) this.optedOutNamespaces.set(name, setting);
     else this.optedOutNamespaces.delete(name);
     return this.nodesOfNamespace(name);
   }
 
   deleteNamespace(name: string): string[] {
     return this.upsertNamespace(name, false);
+  }
+
+  /** The setting that opts a namespace out (undefined when it does not, or when not told). */
+  namespaceOptOut(name: string): Setting | undefined {
+    return this.optedOutNamespaces.get(name);
   }
 
   private nodesOfNamespace(name: string): string[] {
@@ -175,4 +219,58 @@ export class ClusterModel {
   isSynced(proxyId: string): boolean {
     return !this.options.syncGate || this.synced.has(proxyId);
   }
+
+  // ------------------------------------------------------------ verdicts
+
+  /** A pod's verdict as last refreshed (undefined: unknown pod, or not refreshed yet). */
+  verdict(key: string): StoredVerdict | undefined {
+    return this.verdicts.get(key);
+  }
+
+  /** Pods per verdict reason, every reason listed. */
+  verdictCounts(): ReadonlyMap<Reason, number> {
+    return this.counts;
+  }
+
+  /**
+   * Recomputes the verdicts of a node's pods (what its state was just
+   * computed from); `enabled` is the kill switch. Returns those that changed.
+   */
+  refreshNode(node: string, enabled: boolean): VerdictChange[] {
+    const out: VerdictChange[] = [];
+    for (const [key, v] of nodeVerdicts(this, node, enabled)) this.store(key, node, v, out);
+    return out;
+  }
+
+  /** Recomputes one pod's verdict (pods on no node have no node pass); returns it if it changed. */
+  refreshPod(key: string, enabled: boolean): VerdictChange[] {
+    const pod = this.pods.get(key);
+    const out: VerdictChange[] = [];
+    if (pod) this.store(key, pod.node, podVerdict(this, pod, undefined, enabled), out);
+    return out;
+  }
+
+  private store(key: string, node: string | undefined, v: Verdict, out: VerdictChange[]): void {
+    const old = this.verdicts.get(key);
+    if (old && old.node === node && sameVerdict(old, v)) return;
+    if (old) this.counts.set(old.reason, (this.counts.get(old.reason) ?? 1) - 1);
+    this.counts.set(v.reason, (this.counts.get(v.reason) ?? 0) + 1);
+    this.verdicts.set(key, { ...v, pod: key, node, since: old && sameVerdict(old, v) ? old.since : new Date() });
+    out.push({ pod: key, node, from: old, to: v });
+  }
+
+  private forgetVerdict(key: string): void {
+    const old = this.verdicts.get(key);
+    if (!old) return;
+    this.verdicts.delete(key);
+    this.counts.set(old.reason, (this.counts.get(old.reason) ?? 1) - 1);
+  }
+}
+
+function sameSetting(a: Setting | undefined, b: Setting | undefined): boolean {
+  return a?.on === b?.on && a?.kind === b?.kind && a?.name === b?.name && a?.value === b?.value && a?.container === b?.container;
+}
+
+function sameVerdict(a: Verdict, b: Verdict): boolean {
+  return a.reason === b.reason && a.detail === b.detail && a.endpoint === b.endpoint && a.accelerate === b.accelerate && sameSetting(a.setting, b.setting);
 }

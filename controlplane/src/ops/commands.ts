@@ -7,6 +7,7 @@ import { nodeToken } from '@meshlane/proto';
 import { busFlags, commonOptions, connectBus, COMMON_HELP } from './connect.js';
 import { parseDuration } from './duration.js';
 import { CliError } from './errors.js';
+import { crossCheck, DEFAULT_CONTROLPLANE_URL, fetchReport, parsePodRef, renderReport } from './explain.js';
 import { nodeJson, loadNode, renderNode } from './pairs.js';
 import { BusReader } from './reader.js';
 import { gatherStatus, renderStatus } from './status.js';
@@ -178,4 +179,78 @@ export async function pairsCommand(args: string[], io: Io): Promise<number> {
     io.out(values.json ? JSON.stringify(nodeJson(view)) : renderNode(view));
     return 0;
   });
+}
+
+export const EXPLAIN_HELP = `Usage: meshlane explain NAMESPACE/POD [--controlplane URL] [--json] [--bus]
+
+Why a pod is, or is not, accelerated, as the control plane decided it: its
+node; its verdict ("accelerated", or the first reason it is not, with the
+label, annotation, container arg or value it rests on); whether it is an
+endpoint of its node's state; its appSockets policy; its capture (Envoy's
+ports, inbound include/exclude ports, outbound exclude ports, include and
+exclude CIDRs); its pairs (every other accelerated endpoint of its node,
+sidecar <-> sidecar, and its two app hops).
+
+Reasons, in the order they are checked:
+  host-network         spec.hostNetwork: true
+  ambient              ambient.istio.io/redirection, or istiod serves it as ambient
+  not-meshed           no running istio-proxy, or nothing captures to it
+  interception-mode    capture is not plain REDIRECT (TPROXY, NONE, excluded
+                       interfaces, proxy as uid 0, istio-init --skip-rule-apply)
+  capture-unreadable   a capture annotation or istio-iptables arg Istio would
+                       not read (named, with its value)
+  not-running          phase not Running, or terminating
+  no-ip, no-uid        no pod IP yet / metadata.uid not a UUID
+  ip-conflict          another endpoint of the node claims its IP
+  opted-out-pod        meshlane.io/accelerate (label or annotation) on the pod
+  opted-out-namespace  meshlane.io/accelerate on its namespace
+  not-synced           sync gate on, its sidecar not synced with istiod
+  switched-off         the global kill switch is off (--disable)
+
+The facts come from the control plane's ops server (GET
+/debug/pods/NAMESPACE/POD, read-only JSON; any replica answers, each keeps
+the whole model): a worker only sees endpoints, never why a pod was refused.
+
+  --controlplane URL  the control plane's ops server (env MESHLANE_CONTROLPLANE_URL,
+                      default ${DEFAULT_CONTROLPLANE_URL}); in a cluster e.g.
+                      kubectl -n istio-system port-forward deploy/meshlane-controlplane 9465
+  --json              the control plane's report as JSON (with "bus" when --bus)
+  --bus               also look the pod up in its node's state on the bus, as
+                      \`meshlane pairs\` reads it (connection flags below)
+  --timeout S         seconds to wait for the control plane (and NATS) (default 5)
+  -h, --help          this text
+
+Exit code: 0 when the pod is accelerated, 1 when it is not (the reason is
+printed), 2 on a usage error, an unknown pod, or a control plane (or, with
+--bus, NATS) that cannot be reached or is not synced yet.
+
+${COMMON_HELP.replace('Connection (every command):', 'Connection to NATS (with --bus only):')
+  .split('\n')
+  .filter((l) => !/^\s+(--timeout|-h, --help)/.test(l) && !/^\s+answer \(default/.test(l))
+  .join('\n')}`;
+
+export async function explainCommand(args: string[], io: Io): Promise<number> {
+  let values: Values;
+  let positionals: string[];
+  try {
+    const options: ParseArgsOptionsConfig = { ...commonOptions, controlplane: { type: 'string' }, json: { type: 'boolean' }, bus: { type: 'boolean' } };
+    ({ values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true }));
+  } catch (err) {
+    throw new CliError(`${(err as Error).message}\n\n${EXPLAIN_HELP}`);
+  }
+  if (values.help) return io.out(EXPLAIN_HELP), 0;
+  if (positionals.length !== 1) throw new CliError(`want exactly one NAMESPACE/POD, got ${positionals.length}\n\n${EXPLAIN_HELP}`);
+  const { namespace, name } = parsePodRef(positionals[0] ?? '');
+  const seconds = Number(str(values.timeout) ?? '5');
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new CliError(`--timeout must be a positive number of seconds, got ${str(values.timeout)}`);
+  const base = str(values.controlplane) ?? io.env.MESHLANE_CONTROLPLANE_URL ?? DEFAULT_CONTROLPLANE_URL;
+  const report = await fetchReport(base, namespace, name, Math.round(seconds * 1000));
+  let bus: { agrees: boolean; line: string } | undefined;
+  if (values.bus && report.node !== null) {
+    const node = report.node;
+    bus = await withConnection(io, values, false, async (nc, timeoutMs) => crossCheck(report, await loadNode(await BusReader.open(nc, timeoutMs), node)));
+    if (!bus.agrees) io.err(`meshlane: ${bus.line}`);
+  }
+  io.out(values.json ? JSON.stringify(bus ? { ...report, bus } : report) : renderReport(report, bus));
+  return report.accelerated ? 0 : 1;
 }

@@ -161,6 +161,11 @@ export class Reconciler {
     if (u) for (const l of this.listeners) l(u);
   }
 
+  /** The switches every node gets. */
+  switches(): Switches {
+    return this.options.switches;
+  }
+
   /** Changes the node-wide switches of every node. */
   setSwitches(switches: Switches): void {
     this.options = { ...this.options, switches };
