@@ -8,16 +8,21 @@
  *   Secret meshlane-nats-credentials      controlplane, auditor: their passwords
  *   Secret meshlane-nats-node-credentials node-<token>: one password per node,
  *                                         mounted only by the worker's init step,
- *                                         which copies its own node's
+ *                                         which copies its own node's; in the
+ *                                         worker's namespace (--worker-namespace,
+ *                                         default meshlane-system), the others in
+ *                                         the release's (--namespace, default
+ *                                         istio-system)
  *
  * A node's account exists only once this has run with the node's name: run it
  * again whenever nodes join or leave (e.g. from a CronJob or CI), with --keep
  * pointing at the current Secrets so that existing passwords stay (a worker
  * whose password changed would be refused until its pod restarts):
  *
- *   kubectl -n istio-system get secret meshlane-nats-credentials meshlane-nats-node-credentials -o yaml > current.yaml
+ *   { kubectl -n istio-system get secret meshlane-nats-credentials -o yaml; echo ---;
+ *     kubectl -n meshlane-system get secret meshlane-nats-node-credentials -o yaml; } > current.yaml
  *   kubectl get nodes -o name | sed 's|node/||' | xargs \
- *     node --import tsx deploy/credentials.ts --namespace istio-system --keep current.yaml > secrets.yaml
+ *     node --import tsx deploy/credentials.ts --namespace istio-system --worker-namespace meshlane-system --keep current.yaml > secrets.yaml
  *   kubectl apply -f secrets.yaml   # the NATS reloader picks accounts.conf up
  *
  * Until then the worker of a new node fails its init step, naming the node.
@@ -61,8 +66,12 @@ export function existingPasswords(text: string): Map<string, string> {
   return out;
 }
 
-export function generateCredentials(nodes: readonly string[], opts: { namespace?: string; keep?: Map<string, string> } = {}): Secret[] {
-  const ns = opts.namespace ?? 'istio-system';
+export const DEFAULT_NAMESPACE = 'istio-system';
+export const DEFAULT_WORKER_NAMESPACE = 'meshlane-system';
+
+export function generateCredentials(nodes: readonly string[], opts: { namespace?: string; workerNamespace?: string; keep?: Map<string, string> } = {}): Secret[] {
+  const ns = opts.namespace ?? DEFAULT_NAMESPACE;
+  const workerNs = opts.workerNamespace ?? DEFAULT_WORKER_NAMESPACE;
   const pw = (user: string): string => opts.keep?.get(user) ?? randomBytes(24).toString('base64url');
   const controlplane = { user: userName({ role: 'controlplane' }), password: pw(userName({ role: 'controlplane' })) };
   const auditor = { user: userName({ role: 'auditor' }), password: pw(userName({ role: 'auditor' })) };
@@ -75,20 +84,22 @@ export function generateCredentials(nodes: readonly string[], opts: { namespace?
   return [
     secret(ACCOUNTS_SECRET, ns, { [ACCOUNTS_KEY]: renderAccounts(accounts) }),
     secret(CREDENTIALS_SECRET, ns, { [controlplane.user]: controlplane.password, [auditor.user]: auditor.password }),
-    secret(NODE_CREDENTIALS_SECRET, ns, Object.fromEntries(perNode.map((n) => [n.credential.user, n.credential.password]))),
+    secret(NODE_CREDENTIALS_SECRET, workerNs, Object.fromEntries(perNode.map((n) => [n.credential.user, n.credential.password]))),
   ];
 }
 
-const USAGE = 'usage: credentials.ts [--namespace NS] [--keep secrets.yaml] NODE...\n';
+const USAGE = 'usage: credentials.ts [--namespace NS] [--worker-namespace NS] [--keep secrets.yaml] NODE...\n';
 
 function main(): void {
   const args = process.argv.slice(2);
-  let namespace = 'istio-system';
+  let namespace = DEFAULT_NAMESPACE;
+  let workerNamespace = DEFAULT_WORKER_NAMESPACE;
   let keep: Map<string, string> | undefined;
   const nodes: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i] ?? '';
     if (a === '--namespace') namespace = args[++i] ?? namespace;
+    else if (a === '--worker-namespace') workerNamespace = args[++i] ?? workerNamespace;
     else if (a === '--keep') keep = existingPasswords(readFileSync(args[++i] ?? '', 'utf8'));
     else if (a.startsWith('-')) {
       process.stderr.write(`credentials.ts: unknown option ${a}\n${USAGE}`);
@@ -99,7 +110,7 @@ function main(): void {
     process.stderr.write(USAGE);
     process.exit(2);
   }
-  process.stdout.write(generateCredentials(nodes, { namespace, ...(keep ? { keep } : {}) }).map((s) => yaml.dump(s, { lineWidth: -1 })).join('---\n'));
+  process.stdout.write(generateCredentials(nodes, { namespace, workerNamespace, ...(keep ? { keep } : {}) }).map((s) => yaml.dump(s, { lineWidth: -1 })).join('---\n'));
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) main();

@@ -13,12 +13,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import yaml from 'js-yaml';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { MAX_STATE_BYTES, WORKER_LIMITS, subjects } from '@meshlane/proto';
-import { ConfigMap, Secret, Service, ServiceAccount, type IContainer, type IPodSpec } from 'kubernetes-models/v1';
+import { ConfigMap, Namespace, Secret, Service, ServiceAccount, type IContainer, type IPodSpec } from 'kubernetes-models/v1';
 import { DaemonSet, Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
-import { MANIFEST_DIR, loadValues, renderChart, renderTemplate } from '../../deploy/render.js';
+import { Job } from 'kubernetes-models/batch/v1';
+import { MANIFEST_DIR, MANIFEST_VALUES, mergeValues, renderChart, renderManifests } from '../../deploy/render.js';
 import { ACCOUNTS_KEY, ACCOUNTS_SECRET, NODE_CREDENTIALS_SECRET, existingPasswords, generateCredentials } from '../../deploy/credentials.js';
 import { freePort } from '../harness/nats.js';
 import { chartSans, makeCerts, plainText } from './pki.js';
@@ -34,6 +35,7 @@ interface Validatable {
   validate(): void;
 }
 const MODELS: Record<string, (o: Obj) => Validatable> = {
+  'v1/Namespace': (o) => new Namespace(o as never),
   'v1/ServiceAccount': (o) => new ServiceAccount(o as never),
   'v1/ConfigMap': (o) => new ConfigMap(o as never),
   'v1/Service': (o) => new Service(o as never),
@@ -47,7 +49,13 @@ const MODELS: Record<string, (o: Obj) => Validatable> = {
   'rbac.authorization.k8s.io/v1/ClusterRoleBinding': (o) => new ClusterRoleBinding(o as never),
   'policy/v1/PodDisruptionBudget': (o) => new PodDisruptionBudget(o as never),
   'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o as never),
+  'batch/v1/Job': (o) => new Job(o as never),
 };
+
+/** The chart rendered as deploy/manifests/ is (MANIFEST_VALUES), with `values` over it. */
+function renderWith(values: Record<string, unknown>): Map<string, string> {
+  return renderChart({ values: mergeValues(MANIFEST_VALUES as never, values) });
+}
 
 function parseAll(text: string, file: string): Obj[] {
   return yaml.loadAll(text).filter((d): d is Obj => {
@@ -81,8 +89,8 @@ const tmp = mkdtempSync(join(tmpdir(), 'mlt-deploy-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('deploy/ manifests', () => {
-  it('are exactly what the chart renders from values.yaml', () => {
-    const rendered = renderChart();
+  it('are exactly what the chart renders from values.yaml (and MANIFEST_VALUES)', () => {
+    const rendered = renderManifests();
     expect([...rendered.keys()].sort()).toEqual(files);
     for (const [f, text] of rendered) expect(readFileSync(join(MANIFEST_DIR, f), 'utf8'), `deploy/manifests/${f} is stale: run node --import tsx deploy/render.ts`).toBe(text);
   });
@@ -93,7 +101,9 @@ describe('deploy/ manifests', () => {
       const make = MODELS[`${o.apiVersion}/${o.kind}`];
       expect(make, `${o.apiVersion}/${o.kind} has no schema here`).toBeDefined();
       expect(() => make?.(o).validate(), `${o.kind}/${o.metadata.name}`).not.toThrow();
-      if (!['ClusterRole', 'ClusterRoleBinding'].includes(o.kind)) expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).toBe('istio-system');
+      // The worker in a namespace of its own (Pod Security privileged), the rest in the release's.
+      const ns = ['ClusterRole', 'ClusterRoleBinding', 'Namespace'].includes(o.kind) ? undefined : o.metadata.name.startsWith('meshlane-worker') || o.metadata.name === 'meshlane-nats-node-credentials' ? 'meshlane-system' : 'istio-system';
+      expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).toBe(ns);
     }
     // And the validator does reject what the API server would.
     const bad = structuredClone(get('DaemonSet', 'meshlane-worker')) as Obj & Workload;
@@ -209,44 +219,44 @@ describe('deploy/ manifests', () => {
     expect(s.spec.serviceName).toBe('meshlane-nats-headless');
     expect(get<{ spec: { clusterIP: string } }>('Service', 'meshlane-nats-headless').spec.clusterIP).toBe('None');
     expect(get<{ spec: { maxUnavailable: number } }>('PodDisruptionBudget', 'meshlane-nats').spec.maxUnavailable).toBe(1);
-    const routes = /routes: (\[.*\])/.exec(natsConf())?.[1];
-    expect(JSON.parse(routes ?? '[]')).toEqual([0, 1, 2].map((i) => `tls://meshlane-nats-${i}.meshlane-nats-headless.istio-system.svc:6222`));
+    const routes = (n: string) => [...(/\n {2}routes: \[\n([\s\S]*?)\n {2}\]/.exec(n)?.[1] ?? '').matchAll(/"([^"]*)"/g)].map((m) => m[1]);
+    expect(routes(natsConf())).toEqual([0, 1, 2].map((i) => `tls://meshlane-nats-${i}.meshlane-nats-headless.istio-system.svc:6222`));
     // --js-replicas follows nats.replicas (and the control plane takes 1, 3 or 5 only).
     const args = pod('Deployment', 'meshlane-controlplane').containers[0]?.args ?? [];
     expect(Number(args[args.indexOf('--js-replicas') + 1])).toBe(s.spec.replicas);
-    const values = loadValues() as { nats: { replicas: number } };
-    values.nats.replicas = 5;
-    const five = parseAll(renderChart(undefined, values as never).get('controlplane.yaml') ?? '', 'controlplane.yaml').find((o) => o.kind === 'Deployment') as unknown as Workload;
+    const r5 = renderWith({ nats: { replicas: 5 } });
+    const five = parseAll(r5.get('controlplane.yaml') ?? '', 'controlplane.yaml').find((o) => o.kind === 'Deployment') as unknown as Workload;
     const a5 = five.spec.template.spec.containers[0]?.args ?? [];
     expect(a5[a5.indexOf('--js-replicas') + 1]).toBe('5');
+    const nats5 = parseAll(r5.get('nats.yaml') ?? '', 'nats.yaml');
+    expect((nats5.find((o) => o.kind === 'StatefulSet') as unknown as Workload).spec.replicas).toBe(5);
+    const conf5 = (nats5.find((o) => o.kind === 'ConfigMap') as unknown as { data: Record<string, string> }).data['nats.conf'] ?? '';
+    expect(routes(conf5)).toEqual([0, 1, 2, 3, 4].map((i) => `tls://meshlane-nats-${i}.meshlane-nats-headless.istio-system.svc:6222`));
+    // One server: no cluster block at all (a route to itself only), R1.
+    const r1 = renderWith({ nats: { replicas: 1 } });
+    const conf1 = (parseAll(r1.get('nats.yaml') ?? '', 'nats.yaml').find((o) => o.kind === 'ConfigMap') as unknown as { data: Record<string, string> }).data['nats.conf'] ?? '';
+    expect(conf1).not.toMatch(/cluster \{|routes/);
+    expect(conf1).toMatch(/\njetstream \{[^}]*\}\ninclude "\.\.\/accounts\/accounts\.conf"\n$/);
+    const a1 = (parseAll(r1.get('controlplane.yaml') ?? '', 'controlplane.yaml').find((o) => o.kind === 'Deployment') as unknown as Workload).spec.template.spec.containers[0]?.args ?? [];
+    expect(a1[a1.indexOf('--js-replicas') + 1]).toBe('1');
+    // Not 1, 3 or 5: refused by the schema, as helm would.
+    expect(() => renderWith({ nats: { replicas: 2 } })).toThrow(/nats\.replicas: must be equal to one of the allowed values/);
   });
 
-  it('leave storageClassName out of the NATS PVCs unless one is set (dynamic provisioning by the default class)', () => {
+  it('leave storageClassName out of the NATS PVCs unless one is set (dynamic provisioning by the default class); "" only when set', () => {
     const claim = (text: string) => (parseAll(text, 'nats.yaml').find((o) => o.kind === 'StatefulSet') as unknown as { spec: { volumeClaimTemplates: { spec: Record<string, unknown> }[] } }).spec.volumeClaimTemplates[0]!.spec;
     const dflt = claim(readFileSync(join(MANIFEST_DIR, 'nats.yaml'), 'utf8'));
     expect(dflt).not.toHaveProperty('storageClassName');
     expect(dflt).toEqual({ accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '10Gi' } } });
-    const values = loadValues() as { nats: { storageClassName: string } };
-    values.nats.storageClassName = 'fast-ssd';
-    const set = claim(renderChart(undefined, values as never).get('nats.yaml') ?? '');
-    expect(set).toEqual({ accessModes: ['ReadWriteOnce'], storageClassName: 'fast-ssd', resources: { requests: { storage: '10Gi' } } });
-    const sts = new StatefulSet(parseAll(renderChart(undefined, values as never).get('nats.yaml') ?? '', 'nats.yaml').find((o) => o.kind === 'StatefulSet') as never);
+    const set = claim(renderWith({ nats: { storage: { storageClassName: 'fast-ssd', size: '50Gi' } } }).get('nats.yaml') ?? '');
+    expect(set).toEqual({ accessModes: ['ReadWriteOnce'], storageClassName: 'fast-ssd', resources: { requests: { storage: '50Gi' } } });
+    // "" set explicitly: static provisioning only (a PV of no class), as Kubernetes reads it.
+    const text = renderWith({ nats: { storage: { storageClassName: '' } } }).get('nats.yaml') ?? '';
+    expect(claim(text)).toEqual({ accessModes: ['ReadWriteOnce'], storageClassName: '', resources: { requests: { storage: '10Gi' } } });
+    const sts = new StatefulSet(parseAll(text, 'nats.yaml').find((o) => o.kind === 'StatefulSet') as never);
     expect(() => sts.validate()).not.toThrow();
-  });
-
-  it('render.ts evaluates if/else/end as helm does, and refuses what it does not know', () => {
-    const r = (t: string, v: Record<string, unknown>) => renderTemplate(t, v as never, { Name: 'meshlane', Namespace: 'ns' });
-    const t = 'a:\n  x: 1\n  {{- if .Values.c }}\n  c: {{ .Values.c | quote }}\n  {{- else }}\n  c: none\n  {{- end }}\n  y: 2\n';
-    expect(r(t, { c: 'v' })).toBe('a:\n  x: 1\n  c: "v"\n  y: 2\n');
-    expect(r(t, { c: '' })).toBe('a:\n  x: 1\n  c: none\n  y: 2\n');
-    for (const falsy of [false, 0, null, [], {}]) expect(r('{{ if .Values.c }}yes{{ end }}', { c: falsy })).toBe('');
-    // Nested, and a branch not taken is not evaluated.
-    expect(r('{{ if .Values.a }}A{{ if .Values.b }}B{{ .Values.missing }}{{ else }}b{{ end }}{{ end }}.', { a: 1, b: false })).toBe('Ab.');
-    expect(() => r('{{ if .Values.nope }}x{{ end }}', {})).toThrow(/no value at .nope/);
-    expect(() => r('{{ if .Values.a }}x', { a: 1 })).toThrow(/if without end/);
-    expect(() => r('x{{ end }}', {})).toThrow(/unexpected end/);
-    expect(() => r('{{ if eq .Values.a 1 }}x{{ end }}', { a: 1 })).toThrow(/unsupported condition/);
-    expect(() => r('{{ range .Values.a }}x{{ end }}', { a: [1] })).toThrow(/unsupported/);
+    // The server's JetStream file store is the PVC's size.
+    expect(natsConf()).toMatch(/\n {2}max_file_store: 10Gi\n/);
   });
 
   it('make TLS the only way onto the bus: every client and route, certificates from one Secret, watched by the reloader', () => {
@@ -266,6 +276,8 @@ describe('deploy/ manifests', () => {
     const p = pod('StatefulSet', 'meshlane-nats');
     const vol = (name: string) => p.volumes?.find((v) => v.name === name);
     expect(vol('tls')?.secret?.secretName).toBe('meshlane-nats-tls');
+    // The server's three files only (a generated Secret also holds ca.key).
+    expect(vol('tls')?.secret?.items).toEqual(['tls.crt', 'tls.key', 'ca.crt'].map((k) => ({ key: k, path: k })));
     expect(vol('accounts')?.secret?.secretName).toBe(ACCOUNTS_SECRET);
     for (const c of p.containers) {
       const m = new Map((c.volumeMounts ?? []).map((x) => [x.name, x.mountPath]));
