@@ -4,9 +4,15 @@
 // one at the TCP level (non-blocking, bounded buffers, honest half-close),
 // so that throughput and latency measured through the mesh reflect the
 // data path being tested rather than the application.
+//
+// --blocking turns it into the other kind of app: blocking listeners and
+// blocking connection sockets, one process per connection doing plain
+// recv()/send() (classic thread-per-connection servers, java.io, most
+// scripts). The benchmarks use it to show what such an app gets.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -49,6 +55,7 @@ static int epfd;
 static struct listener listeners[2];
 static int n_listeners;
 static enum mode mode = M_ECHO;
+static bool blocking;
 
 static void die(const char *what)
 {
@@ -64,7 +71,7 @@ static void set_nodelay(int fd)
 
 static void add_listener(int family, int port)
 {
-	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | (blocking ? 0 : SOCK_NONBLOCK), 0);
 	if (fd < 0) {
 		if (family == AF_INET6 && errno == EAFNOSUPPORT)
 			return;
@@ -100,6 +107,8 @@ static void add_listener(int family, int port)
 	}
 	struct listener *l = &listeners[n_listeners++];
 	*l = (struct listener){ .kind = K_LISTENER, .fd = fd };
+	if (blocking)
+		return;
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = l };
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		die("epoll_ctl");
@@ -229,9 +238,124 @@ static void handle_accept(struct listener *l)
 	}
 }
 
+// --blocking: a blocking recv() on a socket in a sockmap can come back with
+// EAGAIN when it wakes for anything but redirected bytes (kernel
+// tcp_bpf_recvmsg, see README); this server then waits and retries, like
+// pingpong's blocking mode, rather than dropping the connection.
+static bool blocking_retry(int fd, short events)
+{
+	if (errno == EINTR)
+		return true;
+	if (errno != EAGAIN && errno != EWOULDBLOCK)
+		return false;
+	struct pollfd pfd = { .fd = fd, .events = events };
+	poll(&pfd, 1, 100);
+	return true;
+}
+
+static bool blocking_send_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (blocking_retry(fd, POLLOUT))
+				continue;
+			return false;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+static void serve_blocking(int fd)
+{
+	static char buf[BUF_SIZE];
+	uint64_t received = 0;
+	for (;;) {
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		if (n < 0) {
+			if (blocking_retry(fd, POLLIN))
+				continue;
+			return;
+		}
+		if (n == 0)
+			break;
+		received += (uint64_t)n;
+		if (mode == M_ECHO && !blocking_send_all(fd, buf, (size_t)n))
+			return;
+	}
+	if (mode == M_SINK) {
+		char cnt[8];
+		for (int i = 0; i < 8; i++)
+			cnt[i] = (char)(received >> (8 * i));
+		if (!blocking_send_all(fd, cnt, sizeof(cnt)))
+			return;
+	}
+	shutdown(fd, SHUT_WR);
+}
+
+static void run_blocking(void)
+{
+	// Children are reaped by the kernel; each serves one connection.
+	signal(SIGCHLD, SIG_IGN);
+	struct pollfd pfds[2];
+	for (int i = 0; i < n_listeners; i++)
+		pfds[i] = (struct pollfd){ .fd = listeners[i].fd, .events = POLLIN };
+	for (;;) {
+		// poll only picks the listener (v4 or v6); accept() itself blocks.
+		if (poll(pfds, (nfds_t)n_listeners, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			die("poll");
+		}
+		for (int i = 0; i < n_listeners; i++) {
+			if (!(pfds[i].revents & POLLIN))
+				continue;
+			int fd = accept4(pfds[i].fd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd < 0) {
+				if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == EPERM || errno == EAGAIN)
+					continue;
+				fprintf(stderr, "app-server: accept: %s\n", strerror(errno));
+				continue;
+			}
+			set_nodelay(fd);
+			pid_t pid = fork();
+			if (pid == 0) {
+				for (int j = 0; j < n_listeners; j++)
+					close(listeners[j].fd);
+				serve_blocking(fd);
+				close(fd);
+				_exit(0);
+			}
+			if (pid < 0)
+				fprintf(stderr, "app-server: fork: %s\n", strerror(errno));
+			close(fd);
+		}
+	}
+}
+
+static void write_ready(const char *ready_file)
+{
+	if (!ready_file)
+		return;
+	// Write then rename, so a polling harness never sees a partial file.
+	char tmp[4096];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", ready_file, (int)getpid()) >= (int)sizeof(tmp)) {
+		fprintf(stderr, "app-server: ready file path too long\n");
+		exit(1);
+	}
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		die("create ready file");
+	fprintf(f, "%d\n", (int)getpid());
+	if (fclose(f) != 0 || rename(tmp, ready_file) < 0)
+		die("write ready file");
+}
+
 static void usage(void)
 {
-	fprintf(stderr, "usage: app-server --port P [--mode echo|sink|pingpong] [--ready-file PATH]\n");
+	fprintf(stderr, "usage: app-server --port P [--mode echo|sink|pingpong] [--blocking] [--ready-file PATH]\n");
 	exit(1);
 }
 
@@ -240,6 +364,10 @@ int main(int argc, char **argv)
 	int port = 0;
 	const char *ready_file = NULL;
 	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--blocking")) {
+			blocking = true;
+			continue;
+		}
 		if (i + 1 >= argc)
 			usage();
 		const char *a = argv[i], *v = argv[++i];
@@ -273,6 +401,15 @@ int main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 
+	if (blocking) {
+		// Default SIGTERM/SIGINT: the process (and its children with it,
+		// when the harness kills the cgroup) just ends.
+		add_listener(AF_INET, port);
+		add_listener(AF_INET6, port);
+		write_ready(ready_file);
+		run_blocking();
+	}
+
 	// signalfd avoids the check-flag-then-block race with epoll_wait.
 	sigset_t mask;
 	sigemptyset(&mask);
@@ -293,21 +430,7 @@ int main(int argc, char **argv)
 
 	add_listener(AF_INET, port);
 	add_listener(AF_INET6, port);
-
-	if (ready_file) {
-		// Write then rename, so a polling harness never sees a partial file.
-		char tmp[4096];
-		if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", ready_file, (int)getpid()) >= (int)sizeof(tmp)) {
-			fprintf(stderr, "app-server: ready file path too long\n");
-			return 1;
-		}
-		FILE *f = fopen(tmp, "w");
-		if (!f)
-			die("create ready file");
-		fprintf(f, "%d\n", (int)getpid());
-		if (fclose(f) != 0 || rename(tmp, ready_file) < 0)
-			die("write ready file");
-	}
+	write_ready(ready_file);
 
 	struct epoll_event events[MAX_EVENTS];
 	for (;;) {

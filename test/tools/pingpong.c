@@ -13,7 +13,10 @@
 // --node-cpu adds the node's CPU time (the "cpu" line of /proc/stat, all
 // CPUs, in USER_HZ ticks) spent during the measured window only: after the
 // warm-up and after the connection is set up, so process start-up is not
-// charged to the requests.
+// charged to the requests. --edge-sync lets the caller sample its own
+// counters at the same edges: at each edge pingpong writes "edge" on stderr
+// and waits for a byte on stdin (the bench reads the pods' cgroup cpu.stat
+// there, which is not visible inside `ip netns exec`).
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -39,6 +42,10 @@ static socklen_t target_len;
 static int timeout_s = 10;
 static bool nonblock;
 static bool node_cpu;
+static bool edge_sync;
+// rr: keep going after --count round trips until the measured window has
+// lasted this long (CPU ticks need a long enough window to mean anything).
+static double min_seconds;
 
 __attribute__((format(printf, 1, 2), noreturn)) static void fail(const char *fmt, ...)
 {
@@ -303,7 +310,6 @@ struct cpu_sample {
 	uint64_t busy[MAX_CPUS]; // per CPU: user + nice + system + irq + softirq
 };
 static struct cpu_sample cpu_start, cpu_end;
-
 static void parse_cpu_fields(const char *p, uint64_t *out)
 {
 	for (int i = 0; i < N_FIELDS; i++) {
@@ -313,7 +319,24 @@ static void parse_cpu_fields(const char *p, uint64_t *out)
 	}
 }
 
-static void sample_cpu(struct cpu_sample *s)
+// --edge-sync: tell the caller an edge of the window is here and wait
+// until it has taken its own sample.
+static void sync_edge(void)
+{
+	if (!edge_sync)
+		return;
+	fputs("edge\n", stderr);
+	fflush(stderr);
+	char c;
+	ssize_t r;
+	do
+		r = read(STDIN_FILENO, &c, 1);
+	while (r < 0 && errno == EINTR);
+	if (r != 1)
+		fail("--edge-sync: no answer on stdin");
+}
+
+static void read_proc_stat(struct cpu_sample *s)
 {
 	if (!node_cpu)
 		return;
@@ -337,6 +360,17 @@ static void sample_cpu(struct cpu_sample *s)
 	}
 	fclose(f);
 	s->t_ns = now_ns();
+}
+
+// One edge of the measured window. The caller's window (--edge-sync) nests
+// inside the /proc/stat one: it opens after it and closes before it.
+static void sample_cpu(struct cpu_sample *s)
+{
+	if (s == &cpu_end)
+		sync_edge();
+	read_proc_stat(s);
+	if (s == &cpu_start)
+		sync_edge();
 }
 
 // Appends ,"node_cpu":{...} (the deltas of the window) to a JSON object.
@@ -403,15 +437,22 @@ static void report_latency(const char *mode, long size, uint64_t *lat, size_t n,
 static void run_rr(long size, long count, long warmup, bool json)
 {
 	char *tx = malloc((size_t)size), *rx = malloc((size_t)size);
-	uint64_t *lat = malloc(sizeof(uint64_t) * (size_t)count);
+	size_t cap = (size_t)count, n = 0;
+	uint64_t *lat = malloc(sizeof(uint64_t) * cap);
 	if (!tx || !rx || !lat)
 		fail("out of memory");
 	for (long i = 0; i < size; i++)
 		tx[i] = (char)(i * 31 + 7);
 	int fd = connect_target();
-	for (long i = 0; i < warmup + count; i++) {
-		if (i == warmup)
+	uint64_t window_start = 0;
+	for (long i = 0;; i++) {
+		if (i >= warmup + count &&
+		    (min_seconds <= 0 || (double)(now_ns() - window_start) >= min_seconds * 1e9))
+			break;
+		if (i == warmup) {
 			sample_cpu(&cpu_start);
+			window_start = now_ns();
+		}
 		// A per-iteration tag catches a relay that replays or reorders
 		// data, which equal-looking payloads would hide.
 		memcpy(tx, &i, (size_t)size < sizeof(i) ? (size_t)size : sizeof(i));
@@ -422,12 +463,19 @@ static void run_rr(long size, long count, long warmup, bool json)
 			fprintf(stderr, "pingpong: echo mismatch in round trip %ld\n", i);
 			exit(1);
 		}
-		if (i >= warmup)
-			lat[i - warmup] = t1 - t0;
+		if (i >= warmup) {
+			if (n == cap) {
+				cap *= 2;
+				lat = realloc(lat, sizeof(uint64_t) * cap);
+				if (!lat)
+					fail("out of memory");
+			}
+			lat[n++] = t1 - t0;
+		}
 	}
 	sample_cpu(&cpu_end);
 	close_conn(fd);
-	report_latency("rr", size, lat, (size_t)count, json);
+	report_latency("rr", size, lat, n, json);
 	free(tx);
 	free(rx);
 	free(lat);
@@ -513,12 +561,15 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: pingpong --host H --port P --mode rr|crr|bulk [--size BYTES] [--count N]\n"
 		"                [--warmup W] [--seconds S] [--cpu N] [--timeout S] [--bind IPV4] [--json]\n"
-		"                [--nonblock] [--node-cpu]\n"
+		"                [--nonblock] [--node-cpu] [--edge-sync] [--min-seconds S]\n"
 		"  rr:   N round trips of BYTES against an echo server\n"
 		"  crr:  N connect + 1-byte round trip + close against an echo server\n"
 		"  bulk: stream BYTES-sized writes for S seconds to a sink server\n"
 		"  --nonblock: O_NONBLOCK socket driven by epoll, like an event-loop app\n"
-		"  --node-cpu: report the node's /proc/stat CPU ticks of the measured window (--json)\n");
+		"  --node-cpu: report the node's /proc/stat CPU ticks of the measured window (--json)\n"
+		"  --min-seconds: rr: after N round trips, go on until the window lasted S seconds\n"
+		"  --edge-sync: at each edge of the measured window, write \"edge\" on stderr and\n"
+		"               wait for a byte on stdin\n");
 	exit(1);
 }
 
@@ -552,6 +603,10 @@ int main(int argc, char **argv)
 			node_cpu = true;
 			continue;
 		}
+		if (!strcmp(a, "--edge-sync")) {
+			edge_sync = true;
+			continue;
+		}
 		if (i + 1 >= argc)
 			usage();
 		const char *v = argv[++i];
@@ -571,9 +626,15 @@ int main(int argc, char **argv)
 			cpu = parse_long(v, 0);
 		else if (!strcmp(a, "--bind"))
 			bind_addr = v;
+
 		else if (!strcmp(a, "--timeout"))
 			timeout_s = (int)parse_long(v, 1);
-		else if (!strcmp(a, "--seconds")) {
+		else if (!strcmp(a, "--min-seconds")) {
+			char *end;
+			min_seconds = strtod(v, &end);
+			if (*end || !(min_seconds >= 0))
+				fail("invalid --min-seconds: %s", v);
+		} else if (!strcmp(a, "--seconds")) {
 			char *end;
 			seconds = strtod(v, &end);
 			if (*end || !(seconds > 0))
