@@ -1,29 +1,59 @@
 /**
  * deploy/render.ts against Go's own text/template: a reference renderer in
- * Go (below) with helm's engine options (missingkey=zero, "<no value>"
- * removed), helm's include/toYaml/toJson and sprig's quote, indent,
- * nindent, dict, list, hasKey, until, int, b64enc as helm v3.21 and sprig
- * v3.3.0 define them, values read by sigs.k8s.io/yaml (v1.6.0, over
- * yaml.v2 v2.4.0) as helm reads them. Both render the chart with several
- * sets of values; every output must be byte-identical.
+ * Go (helmref/main.go) with helm's engine options (missingkey=zero,
+ * "<no value>" removed), helm's include/toYaml/toJson and sprig's quote,
+ * indent, nindent, dict, list, hasKey, until, int, b64enc as helm v3.21 and
+ * sprig v3.3.0 define them, values read as helm reads them through
+ * sigs.k8s.io/yaml v1.6.0 (helmref/values.go: that behaviour over yaml.v2,
+ * since Debian 12 does not package sigs.k8s.io/yaml). Both render the chart
+ * with several sets of values; every output must be byte-identical.
  *
- * It needs Go and those two modules, so it runs only when asked:
- *   MESHLANE_HELMREF=1            fetch them through the Go module proxy, or
- *   MESHLANE_HELMREF_DEPS=DIR     use DIR/sigsyaml (sigs.k8s.io/yaml v1.6.0's
- *                                 yaml.go and fields.go) and DIR/yamlv2
- *                                 (go-yaml v2.4.0), e.g. git archives of them.
+ * It needs Debian's golang-go and golang-gopkg-yaml.v2-dev (yaml.v2 2.4.0
+ * sources in /usr/share/gocode/src), which scripts/lib/setup.sh
+ * (ensure_helmref) installs; it builds offline in GOPATH mode, never through
+ * the module proxy, and keeps the binary in build/helmref/<hash of the
+ * sources and Go>/. With CI=true a missing Go or yaml.v2 fails the suite;
+ * elsewhere it skips, saying what to install. MESHLANE_HELMREF_DEPS=DIR
+ * takes yaml.v2's sources from DIR/yamlv2 instead.
  * Not a helm binary: the functions helm and sprig implement are copies of
  * their few lines; text/template, encoding/json and yaml.v2 are the real ones.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CHART_DIR, GoStruct, MANIFEST_VALUES, loadValues, parseValues, renderChart, renderTemplate, type HelmOnly, type Value } from '../../deploy/render.js';
 
+const ROOT = resolve(import.meta.dirname, '../..');
+const SRC = join(import.meta.dirname, 'helmref');
+const GO_FILES = ['main.go', 'values.go'];
+const CACHE = join(ROOT, 'build', 'helmref');
 const DEPS = process.env.MESHLANE_HELMREF_DEPS;
-const ENABLED = DEPS !== undefined || process.env.MESHLANE_HELMREF === '1';
+const YAMLV2 = DEPS ? resolve(DEPS, 'yamlv2') : '/usr/share/gocode/src/gopkg.in/yaml.v2';
+const IN_CI = process.env.CI === 'true' || process.env.CI === '1';
+/** GOPATH mode: imports from GOPATH/src only, no go.mod, no module proxy, no network. */
+const GO_ENV = { ...process.env, GO111MODULE: 'off', GOFLAGS: '', GOPROXY: 'off', GOTOOLCHAIN: 'local', GOCACHE: process.env.GOCACHE ?? join(CACHE, 'go-build') };
+
+function goVersion(): string | undefined {
+  try {
+    return execFileSync('go', ['version'], { env: GO_ENV, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 }).trim();
+  } catch {
+    return undefined;
+  }
+}
+const GO_VERSION = goVersion();
+const MISSING = [
+  ...(GO_VERSION === undefined ? ['golang-go (no `go` on PATH)'] : []),
+  ...(existsSync(join(YAMLV2, 'yaml.go')) ? [] : [DEPS ? `yaml.v2 sources in ${YAMLV2} (MESHLANE_HELMREF_DEPS)` : `golang-gopkg-yaml.v2-dev (no ${YAMLV2}/yaml.go)`]),
+];
+const WHY = MISSING.length
+  ? `the chart reference renderer needs ${MISSING.join(' and ')}: apt-get install --no-install-recommends golang-go golang-gopkg-yaml.v2-dev` +
+    ` (bash scripts/test installs them: scripts/lib/setup.sh ensure_helmref)${DEPS ? ', or unset MESHLANE_HELMREF_DEPS' : ''}`
+  : '';
+/** Outside CI a machine without Go may skip, saying why; in CI the tests run and fail with WHY. */
+const SKIP = MISSING.length > 0 && !IN_CI;
 
 /** The stand-ins for what helm computes at install, the same on both sides. */
 const STANDINS: Record<string, HelmOnly> = {
@@ -60,262 +90,100 @@ const CASES: Record<string, string> = {
   large: 'nats: { replicas: 5, maxPayload: 8388608, storage: { storageClassName: fast-ssd } }\ncontrolplane: { replicas: 3, metricsPort: 19465 }',
 };
 
-const GO_MAIN = String.raw`// A reference renderer for deploy/render.ts: Go's text/template with helm's
-// engine options and the helm/sprig functions the chart uses, copied from
-// helm v3.21 pkg/engine (include, toYaml, toJson) and sprig v3.3.0 (quote,
-// indent, nindent, dict, list, hasKey, until, int, b64enc); values read by
-// sigs.k8s.io/yaml as helm's chartutil.ReadValues reads them. lookup, genCA,
-// genSignedCert and buildCustomCert are deterministic stand-ins, the same
-// ones the TypeScript side passes as helmOnly.
-//
-// Usage: ref CHART_DIR NAMESPACE VALUES.yaml [OVERLAY.yaml...] > {"file": "output" | {"error": "..."}}
-package main
-
-import (
-	"encoding/base64"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
-	"text/template"
-
-	"sigs.k8s.io/yaml"
-)
-
-type certificate struct{ Cert, Key string }
-
-type chartMeta struct{ Name, Version, AppVersion string }
-
-func strval(v interface{}) string {
-	switch v := v.(type) {
-	case string:
-		return v
-	case []byte:
-		return string(v)
-	case error:
-		return v.Error()
-	case fmt.Stringer:
-		return v.String()
-	default:
-		return fmt.Sprintf("%v", v)
-	}
-}
-
-// cast.ToInt for the kinds the chart passes.
-func toInt(v interface{}) int {
-	switch s := v.(type) {
-	case int:
-		return s
-	case int64:
-		return int(s)
-	case float64:
-		return int(s)
-	case string:
-		i, err := strconv.ParseInt(s, 0, 0)
-		if err != nil {
-			return 0
-		}
-		return int(i)
-	case nil:
-		return 0
-	}
-	panic(fmt.Sprintf("toInt of %T", v))
-}
-
-func coalesce(dst, src map[string]interface{}) {
-	for k, v := range src {
-		if v == nil {
-			delete(dst, k)
-			continue
-		}
-		if sm, ok := v.(map[string]interface{}); ok {
-			if dm, ok := dst[k].(map[string]interface{}); ok {
-				coalesce(dm, sm)
-				continue
-			}
-		}
-		dst[k] = v
-	}
-}
-
-func main() {
-	chartDir, ns := os.Args[1], os.Args[2]
-	var values map[string]interface{}
-	for i, f := range os.Args[3:] {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			panic(err)
-		}
-		var v map[string]interface{}
-		if err := yaml.Unmarshal(data, &v); err != nil {
-			panic(err)
-		}
-		if i == 0 {
-			values = v
-		} else {
-			coalesce(values, v)
-		}
-	}
-	cdata, _ := os.ReadFile(filepath.Join(chartDir, "Chart.yaml"))
-	var meta map[string]interface{}
-	if err := yaml.Unmarshal(cdata, &meta); err != nil {
-		panic(err)
-	}
-	top := map[string]interface{}{
-		"Values":  values,
-		"Release": map[string]interface{}{"Name": "meshlane", "Namespace": ns, "Service": "Helm"},
-		"Chart":   &chartMeta{Name: meta["name"].(string), Version: meta["version"].(string), AppVersion: meta["appVersion"].(string)},
-	}
-	t := template.New("gotpl")
-	t.Option("missingkey=zero")
-	funcs := template.FuncMap{
-		"quote": func(str ...interface{}) string {
-			out := make([]string, 0, len(str))
-			for _, s := range str {
-				if s != nil {
-					out = append(out, fmt.Sprintf("%q", strval(s)))
-				}
-			}
-			return strings.Join(out, " ")
-		},
-		"indent": func(spaces int, v string) string {
-			pad := strings.Repeat(" ", spaces)
-			return pad + strings.Replace(v, "\n", "\n"+pad, -1)
-		},
-		"nindent": func(spaces int, v string) string {
-			pad := strings.Repeat(" ", spaces)
-			return "\n" + pad + strings.Replace(v, "\n", "\n"+pad, -1)
-		},
-		"dict": func(v ...interface{}) map[string]interface{} {
-			dict := map[string]interface{}{}
-			for i := 0; i < len(v); i += 2 {
-				key := strval(v[i])
-				if i+1 >= len(v) {
-					dict[key] = ""
-					continue
-				}
-				dict[key] = v[i+1]
-			}
-			return dict
-		},
-		"list":   func(v ...interface{}) []interface{} { return v },
-		"hasKey": func(d map[string]interface{}, key string) bool { _, ok := d[key]; return ok },
-		"until": func(count int) []int {
-			v := []int{}
-			for i := 0; i < count; i++ {
-				v = append(v, i)
-			}
-			return v
-		},
-		"int":    toInt,
-		"b64enc": func(v string) string { return base64.StdEncoding.EncodeToString([]byte(v)) },
-		"toYaml": func(v interface{}) string {
-			data, err := yaml.Marshal(v)
-			if err != nil {
-				return ""
-			}
-			return strings.TrimSuffix(string(data), "\n")
-		},
-		"toJson": func(v interface{}) string {
-			data, err := json.Marshal(v)
-			if err != nil {
-				return ""
-			}
-			return string(data)
-		},
-		"fail":    func(msg string) (string, error) { return "", errors.New(msg) },
-		"include": func(string, interface{}) string { return "not implemented" },
-		"lookup": func(apiVersion, kind, namespace, name string) (map[string]interface{}, error) {
-			return map[string]interface{}{}, nil
-		},
-		"genCA": func(cn string, days int) (certificate, error) {
-			return certificate{Cert: fmt.Sprintf("CA %s %d\n", cn, days), Key: "CA KEY\n"}, nil
-		},
-		"genSignedCert": func(cn string, ips []interface{}, alt []interface{}, days int, ca certificate) (certificate, error) {
-			names := make([]string, 0, len(alt))
-			for _, a := range alt {
-				names = append(names, strval(a))
-			}
-			return certificate{Cert: fmt.Sprintf("CERT %s %v %s %d by %s", cn, ips == nil, strings.Join(names, ","), days, ca.Cert), Key: "CERT KEY\n"}, nil
-		},
-		"buildCustomCert": func(c, k string) (certificate, error) { return certificate{Cert: c, Key: k}, nil },
-	}
-	t.Funcs(funcs)
-	t.Funcs(template.FuncMap{"include": func(name string, data interface{}) (string, error) {
-		var buf strings.Builder
-		err := t.ExecuteTemplate(&buf, name, data)
-		return buf.String(), err
-	}})
-	dir := filepath.Join(chartDir, "templates")
-	entries, _ := os.ReadDir(dir)
-	names := []string{}
-	for _, e := range entries {
-		name := "meshlane/templates/" + e.Name()
-		data, _ := os.ReadFile(filepath.Join(dir, e.Name()))
-		if _, err := t.New(name).Parse(string(data)); err != nil {
-			out, _ := json.Marshal(map[string]interface{}{"error": err.Error()})
-			os.Stdout.Write(out)
-			return
-		}
-		names = append(names, e.Name())
-	}
-	sort.Strings(names)
-	result := map[string]interface{}{}
-	for _, n := range names {
-		if strings.HasPrefix(n, "_") {
-			continue
-		}
-		var buf strings.Builder
-		if err := t.ExecuteTemplate(&buf, "meshlane/templates/"+n, top); err != nil {
-			result[n] = map[string]interface{}{"error": err.Error()}
-			continue
-		}
-		result[n] = strings.ReplaceAll(buf.String(), "<no value>", "")
-	}
-	out, _ := json.Marshal(result)
-	os.Stdout.Write(out)
-}
-`;
 
 const tmp = mkdtempSync(join(tmpdir(), 'mlt-helmref-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
+/** The reference binary, built once per source/Go/yaml.v2 hash into build/helmref/HASH/ref. */
+let built: string | undefined;
 function buildReference(): string {
-  const dir = join(tmp, 'ref');
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'main.go'), GO_MAIN);
-  const replace = DEPS ? `replace sigs.k8s.io/yaml => ${join(DEPS, 'sigsyaml')}\n\nreplace go.yaml.in/yaml/v2 => ${join(DEPS, 'yamlv2')}\n` : '';
-  writeFileSync(join(dir, 'go.mod'), `module meshlane.test/helmref\n\ngo 1.19\n\nrequire sigs.k8s.io/yaml v1.6.0\n\nrequire go.yaml.in/yaml/v2 v2.4.2 // indirect\n\n${replace}`);
-  const env = { ...process.env, GOFLAGS: '-mod=mod', GOTOOLCHAIN: 'local', ...(DEPS ? { GOPROXY: 'off', GOSUMDB: 'off' } : {}) };
-  execFileSync('go', ['build', '-o', 'ref', '.'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 240_000 });
-  return join(dir, 'ref');
+  if (MISSING.length) throw new Error(WHY);
+  if (built) return built;
+  const h = createHash('sha256').update(`${GO_VERSION}\0${YAMLV2}\0`);
+  for (const f of GO_FILES) h.update(`${f}\0`).update(readFileSync(join(SRC, f))).update('\0');
+  for (const f of readdirSync(YAMLV2).filter((n) => n.endsWith('.go') && !n.endsWith('_test.go')).sort()) h.update(`${f}\0`).update(readFileSync(join(YAMLV2, f))).update('\0');
+  const key = h.digest('hex').slice(0, 16);
+  const bin = join(CACHE, key, 'ref');
+  if (!existsSync(bin)) {
+    mkdirSync(CACHE, { recursive: true });
+    const work = mkdtempSync(join(CACHE, 'tmp-'));
+    try {
+      mkdirSync(join(work, 'src'));
+      for (const f of GO_FILES) cpSync(join(SRC, f), join(work, 'src', f));
+      mkdirSync(join(work, 'gopath', 'src', 'gopkg.in'), { recursive: true });
+      symlinkSync(YAMLV2, join(work, 'gopath', 'src', 'gopkg.in', 'yaml.v2'));
+      try {
+        execFileSync('go', ['build', '-o', join(work, 'ref'), '.'], { cwd: join(work, 'src'), env: { ...GO_ENV, GOPATH: join(work, 'gopath') }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 240_000 });
+      } catch (err) {
+        const e = err as { stderr?: Buffer; message: string };
+        throw new Error(`go build of the chart reference renderer (${GO_VERSION}, yaml.v2 from ${YAMLV2}) failed: ${e.stderr?.toString() || e.message}`);
+      }
+      mkdirSync(join(CACHE, key), { recursive: true });
+      renameSync(join(work, 'ref'), bin);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+    // Binaries of earlier sources are of no further use.
+    for (const d of readdirSync(CACHE)) if (/^[0-9a-f]{16}$/.test(d) && d !== key) rmSync(join(CACHE, d), { recursive: true, force: true });
+  }
+  return (built = bin);
 }
 
-describe.skipIf(!ENABLED)('render.ts against Go text/template with helm\'s functions (MESHLANE_HELMREF=1 or MESHLANE_HELMREF_DEPS=DIR)', () => {
+type RefOutput = Record<string, string | { error: string }>;
+
+function runReference(chartDir: string, namespace: string, ...valueFiles: string[]): RefOutput {
+  return JSON.parse(execFileSync(buildReference(), [chartDir, namespace, ...valueFiles], { encoding: 'utf8', timeout: 60_000 })) as RefOutput;
+}
+
+/** Where render.ts's chart differs from the reference's: [file, reference's output, render.ts's]. */
+function differences(go: RefOutput, ts: Map<string, string>): [string, unknown, string | undefined][] {
+  const out: [string, unknown, string | undefined][] = [];
+  for (const [f, g] of Object.entries(go)) {
+    // render.ts leaves out what renders to whitespace only, as helm does after rendering.
+    if (typeof g !== 'string') out.push([f, g, ts.get(f)]);
+    else if (g.trim() === '' ? ts.has(f) : ts.get(f) !== g) out.push([f, g, ts.get(f)]);
+  }
+  for (const [f, t] of ts) if (!(f in go)) out.push([f, undefined, t]);
+  return out;
+}
+
+describe.skipIf(SKIP)(`render.ts against Go text/template with helm's functions${SKIP ? ` (skipped: ${WHY})` : ''}`, () => {
   it('renders the chart byte for byte as the reference does, for every set of values', { timeout: 300_000 }, () => {
-    const ref = buildReference();
     for (const [name, over] of Object.entries(CASES)) {
       const file = join(tmp, `${name}.yaml`);
       writeFileSync(file, over);
-      const go = JSON.parse(execFileSync(ref, [CHART_DIR, 'istio-system', join(CHART_DIR, 'values.yaml'), file], { encoding: 'utf8', timeout: 60_000 })) as Record<string, string | { error: string }>;
+      const go = runReference(CHART_DIR, 'istio-system', join(CHART_DIR, 'values.yaml'), file);
       const ts = renderChart({ values: parseValues(over, file), helmOnly: STANDINS });
       expect(Object.keys(go).length, name).toBeGreaterThan(4);
-      for (const [f, out] of Object.entries(go)) {
-        expect(typeof out, `${name} ${f}: ${JSON.stringify(out)}`).toBe('string');
-        if (typeof out !== 'string') continue;
-        // render.ts leaves out what renders to whitespace only, as helm does after rendering.
-        if (out.trim() === '') expect(ts.has(f), `${name} ${f}`).toBe(false);
-        else expect(ts.get(f), `${name} ${f}`).toBe(out);
+      for (const [f, g, t] of differences(go, ts)) {
+        if (typeof g === 'string' && g.trim() !== '') expect(t, `${name} ${f}`).toBe(g);
+        else throw new Error(`${name} ${f}: the reference renders ${JSON.stringify(g) ?? 'no such file'}, render.ts ${JSON.stringify(t) ?? 'nothing'}`);
       }
     }
   });
 
+  it('and the comparison fails where the two differ (planted mutations of the values and of a template)', { timeout: 300_000 }, () => {
+    const file = join(tmp, 'mutation-base.yaml');
+    writeFileSync(file, CASES.small);
+    const ts = renderChart({ values: parseValues(CASES.small, file), helmOnly: STANDINS });
+    const base = runReference(CHART_DIR, 'istio-system', join(CHART_DIR, 'values.yaml'), file);
+    expect(differences(base, ts)).toEqual([]);
+    // The reference alone sees one more value: only the file that uses it differs.
+    const planted = join(tmp, 'mutation-values.yaml');
+    writeFileSync(planted, 'controlplane: { resources: { requests: { cpu: 1m } } }\n');
+    const values = differences(runReference(CHART_DIR, 'istio-system', join(CHART_DIR, 'values.yaml'), file, planted), ts);
+    expect(values.map(([f]) => f)).toEqual(['controlplane.yaml']);
+    expect(values[0]?.[1]).toMatch(/cpu: 1m\n/);
+    // The reference alone renders a chart whose controlplane.yaml has one more line.
+    const chart = join(tmp, 'mutated-chart');
+    cpSync(CHART_DIR, chart, { recursive: true });
+    writeFileSync(join(chart, 'templates', 'controlplane.yaml'), `${readFileSync(join(CHART_DIR, 'templates', 'controlplane.yaml'), 'utf8')}# planted\n`);
+    const template = differences(runReference(chart, 'istio-system', join(chart, 'values.yaml'), file), ts);
+    expect(template.map(([f]) => f)).toEqual(['controlplane.yaml']);
+    expect(template[0]?.[1]).toBe(`${ts.get('controlplane.yaml')}# planted\n`);
+  });
+
   it('renders a chart of the constructs render.ts implements byte for byte as the reference does', { timeout: 300_000 }, () => {
-    const ref = buildReference();
     const chart = join(tmp, 'constructs');
     mkdirSync(join(chart, 'templates'), { recursive: true });
     writeFileSync(join(chart, 'Chart.yaml'), 'apiVersion: v2\nname: c\nversion: 1.2.3\nappVersion: "4.5"\n');
@@ -357,7 +225,7 @@ describe.skipIf(!ENABLED)('render.ts against Go text/template with helm\'s funct
         '',
       ].join('\n'),
     );
-    const go = JSON.parse(execFileSync(ref, [chart, 'ns', join(chart, 'values.yaml')], { encoding: 'utf8', timeout: 60_000 })) as Record<string, unknown>;
+    const go = runReference(chart, 'ns', join(chart, 'values.yaml'));
     const ts = renderTemplate(readFileSync(join(chart, 'templates', 't.yaml'), 'utf8'), loadValues(join(chart, 'values.yaml')), { Name: 'meshlane', Namespace: 'ns' }, 'templates/t.yaml', {
       partials: { 'templates/_h.tpl': readFileSync(join(chart, 'templates', '_h.tpl'), 'utf8') },
       chart: { Name: 'c', Version: '1.2.3', AppVersion: '4.5' },
@@ -365,11 +233,10 @@ describe.skipIf(!ENABLED)('render.ts against Go text/template with helm\'s funct
     expect(ts).toBe(go['t.yaml']);
   });
 
-  it('and the reference fails where render.ts refuses because helm fails (fail)', () => {
-    const ref = buildReference();
+  it('and the reference fails where render.ts refuses because helm fails (fail)', { timeout: 300_000 }, () => {
     const file = join(tmp, 'bad.yaml');
     writeFileSync(file, 'worker: { namespace: istio-system }');
-    const go = JSON.parse(execFileSync(ref, [CHART_DIR, 'istio-system', join(CHART_DIR, 'values.yaml'), file], { encoding: 'utf8' })) as Record<string, unknown>;
+    const go = runReference(CHART_DIR, 'istio-system', join(CHART_DIR, 'values.yaml'), file);
     expect(JSON.stringify(go['worker.yaml'])).toMatch(/worker\.createNamespace: the worker's namespace is the release's/);
     expect(() => renderChart({ values: parseValues('worker: { namespace: istio-system }', file), helmOnly: STANDINS })).toThrow(/worker\.createNamespace: the worker's namespace is the release's/);
   });
