@@ -7,10 +7,14 @@
 // the report (milliseconds) and are not compared; timings are compared only
 // by class (see bucket()).
 //
-//   compat-probe server --port P --case C --observer client|server [--ready-file F]
-//   compat-probe client --host H --port P --case C --observer client|server
+//   compat-probe server --port P --case C --observer client|server [--nonblock] [--ready-file F]
+//   compat-probe client --host H --port P --case C --observer client|server [--nonblock]
 //
-// Cases: fionread peek splice sendfile rcvlowat rdhup duplex signal-restart
+// --nonblock: the observer's socket is non-blocking from the start (a
+// SOCK_NONBLOCK connect, an accept4(SOCK_NONBLOCK)) and its blocking calls
+// become what an event loop does: poll, then the call, again on EAGAIN.
+//
+// Cases: fionread fionread-mixed peek splice sendfile rcvlowat rdhup duplex signal-restart
 // signal-intr rcvtimeo rst-linger0 close-unread peer-first
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -43,6 +47,7 @@
 #define LATE_MS 700  // the peer's late bytes
 
 static double t0;
+static bool nonblock; // the observer's socket, see o_recv()
 static char out[16384];
 static size_t outlen;
 static bool first_field = true;
@@ -182,6 +187,11 @@ static void write_all(int fd, const void *buf, size_t len)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN) {
+				struct pollfd pf = { fd, POLLOUT, 0 };
+				poll(&pf, 1, 100);
+				continue;
+			}
 			die("send");
 		}
 		p += n;
@@ -251,6 +261,30 @@ static size_t read_to_end(int fd, char *buf, size_t len, const char **end, int t
 	}
 }
 
+// The observer's "blocking" receive: a blocking recv(), or with --nonblock
+// an event loop's poll + recv, repeated while recv says EAGAIN (for at
+// most 2 s of such spurious wakeups: then EAGAIN is the answer). A signal
+// interrupts poll with EINTR whatever SA_RESTART says.
+static ssize_t o_recv(int fd, void *buf, size_t len, int flags)
+{
+	if (!nonblock || (flags & MSG_DONTWAIT))
+		return recv(fd, buf, len, flags);
+	double spin_until = 0;
+	for (;;) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		if (poll(&p, 1, -1) < 0)
+			return -1;
+		ssize_t r = recv(fd, buf, len, flags | MSG_DONTWAIT);
+		if (r >= 0 || errno != EAGAIN)
+			return r;
+		if (!spin_until)
+			spin_until = now_ms() + 2000;
+		else if (now_ms() > spin_until)
+			return -1;
+		sleep_ms(1);
+	}
+}
+
 static void wait_byte(int fd)
 {
 	char c;
@@ -316,19 +350,60 @@ static void peer_fionread(int fd)
 	fbool("acked", true);
 }
 
+// Bytes queued two ways: 1000 B arrive, the observer half-closes its write
+// side, the peer answers the FIN with 1000 B more (under meshlane the
+// second batch comes over TCP, peer_half_closed, behind redirected bytes).
+static void obs_fionread_mixed(int fd)
+{
+	struct pollfd p = { fd, POLLIN, 0 };
+	poll(&p, 1, 3000);
+	sleep_ms(100);
+	shutdown(fd, SHUT_WR);
+	sleep_ms(500); // the FIN went round, the second 1000 B are in
+	int n = -1;
+	ioctl(fd, FIONREAD, &n);
+	fint("fionread", n);
+	size_t got = 0;
+	bool order = true;
+	for (;;) {
+		char tmp[4096];
+		ssize_t r = recv(fd, tmp, sizeof(tmp), MSG_DONTWAIT);
+		if (r <= 0)
+			break;
+		for (ssize_t i = 0; i < r; i++, got++)
+			order &= tmp[i] == (got < 1000 ? 'a' : 'b');
+	}
+	fint("read", (long)got);
+	fbool("in_order", order);
+}
+
+static void peer_fionread_mixed(int fd)
+{
+	char buf[1000];
+	memset(buf, 'a', sizeof(buf));
+	write_all(fd, buf, sizeof(buf));
+	const char *end;
+	char in[16];
+	read_to_end(fd, in, sizeof(in), &end, 3000);
+	fstr("saw", end);
+	memset(buf, 'b', sizeof(buf));
+	write_all(fd, buf, sizeof(buf));
+	read_to_end(fd, in, sizeof(in), &end, 3000);
+}
+
 static void obs_peek(int fd)
 {
 	char buf[64];
 	ssize_t r = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
 	fstr("peek_empty", res(r, errno));
-	r = recv(fd, buf, 5, MSG_PEEK); // blocks until the peer writes
+	r = o_recv(fd, buf, 5, MSG_PEEK); // blocks until the peer writes
 	int e = errno;
 	fstr("peek_block", r > 0 ? (buf[r] = 0, buf) : res(r, e));
 	fstr("peek_block_when", bucket(since()));
 	sleep_ms(50);
-	r = recv(fd, buf, sizeof(buf) - 1, MSG_PEEK);
+	r = o_recv(fd, buf, sizeof(buf) - 1, MSG_PEEK);
 	fstr("peek_all", r > 0 ? (buf[r] = 0, buf) : res(r, errno));
-	r = recv(fd, buf, sizeof(buf) - 1, 0);
+	r = o_recv(fd, buf, sizeof(buf) - 1, 0);
 	fstr("read", r > 0 ? (buf[r] = 0, buf) : res(r, errno));
 	r = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
 	fstr("peek_drained", res(r, errno));
@@ -344,26 +419,34 @@ static void peer_peek(int fd)
 }
 
 #define SPLICE_BYTES (64 * 1024)
+// Blocking: splice() with SO_RCVTIMEO 1.5 s (tcp_splice_read honours it),
+// so bytes splice cannot see end as EAGAIN instead of a hang. Non-blocking:
+// poll + SPLICE_F_NONBLOCK for 1.5 s.
 static void obs_splice(int fd)
 {
 	int pfd[2];
 	if (pipe(pfd) < 0)
 		die("pipe");
 	fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+	set_timeo(fd, 1500);
 	prng_seed();
 	size_t total = 0;
 	bool ok = true;
 	const char *end = "complete";
 	double deadline = now_ms() + 1500;
 	while (total < SPLICE_BYTES) {
-		if (now_ms() > deadline) {
+		if (nonblock && now_ms() > deadline) {
 			end = "timeout";
 			break;
 		}
-		struct pollfd p = { fd, POLLIN, 0 };
-		poll(&p, 1, 50);
-		ssize_t n = splice(fd, NULL, pfd[1], NULL, SPLICE_BYTES - total, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		if (nonblock) {
+			struct pollfd p = { fd, POLLIN, 0 };
+			poll(&p, 1, 50);
+		}
+		ssize_t n = splice(fd, NULL, pfd[1], NULL, SPLICE_BYTES - total, SPLICE_F_MOVE | (nonblock ? SPLICE_F_NONBLOCK : 0));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN && nonblock) {
 			sleep_ms(5);
 			continue;
 		}
@@ -390,8 +473,11 @@ static void obs_splice(int fd)
 	fstr("end", end);
 	// Whatever splice did not see: still readable with recv?
 	char buf[65536];
-	ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-	fstr("recv_after", res(r, errno));
+	long after = 0;
+	ssize_t r;
+	while ((r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+		after += r;
+	fstr("recv_after", after ? res(after, 0) : res(r, errno));
 	write_str(fd, "k");
 }
 
@@ -429,6 +515,11 @@ static void obs_sendfile(int fd)
 		calls++;
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EAGAIN && nonblock) {
+			struct pollfd p = { fd, POLLOUT, 0 };
+			poll(&p, 1, 1000);
+			continue;
+		}
 		if (n <= 0) {
 			end = n < 0 ? errname(errno) : "zero";
 			break;
@@ -474,7 +565,7 @@ static void obs_rcvlowat(int fd)
 	fstr("poll_when", bucket(tp));
 	fms("poll", tp);
 	char buf[4096];
-	ssize_t r = recv(fd, buf, sizeof(buf), 0);
+	ssize_t r = o_recv(fd, buf, sizeof(buf), 0);
 	int e = errno;
 	double tr = since();
 	fstr("recv", res(r, e));
@@ -556,6 +647,11 @@ static void *duplex_writer(void *arg)
 		ssize_t n = send(duplex_fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EAGAIN && nonblock) {
+			struct pollfd p = { duplex_fd, POLLOUT, 0 };
+			poll(&p, 1, 1000);
+			continue;
+		}
 		if (n <= 0)
 			break;
 		duplex_sent += n;
@@ -571,7 +667,18 @@ static void obs_duplex(int fd)
 	char buf[64];
 	// Blocks while the other thread writes (write-space wakeups on this
 	// socket) until the peer, having read all of it, answers "done".
-	ssize_t r = recv(fd, buf, 4, MSG_WAITALL);
+	ssize_t r;
+	if (nonblock) {
+		// An event loop has no MSG_WAITALL: it gathers the 4 bytes itself.
+		size_t have = 0;
+		r = 0;
+		while (have < 4 && (r = o_recv(fd, buf + have, 4 - have, 0)) > 0)
+			have += r;
+		if (have == 4)
+			r = 4;
+	} else {
+		r = recv(fd, buf, 4, MSG_WAITALL);
+	}
 	int e = errno;
 	fstr("first_recv", r == 4 ? (buf[4] = 0, buf) : res(r, e));
 	size_t got = r > 0 ? r : 0;
@@ -604,7 +711,7 @@ static void obs_signal(int fd, bool restart)
 {
 	arm_alarm(restart);
 	char buf[64];
-	ssize_t r = recv(fd, buf, sizeof(buf) - 1, 0);
+	ssize_t r = o_recv(fd, buf, sizeof(buf) - 1, 0);
 	int e = errno;
 	double t = since();
 	fstr("recv", r > 0 ? (buf[r] = 0, buf) : res(r, e));
@@ -612,7 +719,7 @@ static void obs_signal(int fd, bool restart)
 	fms("recv", t);
 	fint("handler_ran", handled);
 	if (r <= 0) {
-		r = recv(fd, buf, sizeof(buf) - 1, 0);
+		r = o_recv(fd, buf, sizeof(buf) - 1, 0);
 		e = errno;
 		t = since();
 		fstr("second_recv", r > 0 ? (buf[r] = 0, buf) : res(r, e));
@@ -700,7 +807,7 @@ static void peer_close_unread(int fd)
 static void obs_peer_first(int fd)
 {
 	char buf[64];
-	ssize_t r = recv(fd, buf, sizeof(buf) - 1, 0); // blocks until the banner
+	ssize_t r = o_recv(fd, buf, sizeof(buf) - 1, 0); // blocks until the banner
 	int e = errno;
 	double t = since();
 	fstr("banner", r > 0 ? (buf[r] = 0, buf) : res(r, e));
@@ -735,6 +842,7 @@ static void obs_sig_intr(int fd) { obs_signal(fd, false); }
 
 static const struct probe probes[] = {
 	{ "fionread", obs_fionread, peer_fionread },
+	{ "fionread-mixed", obs_fionread_mixed, peer_fionread_mixed },
 	{ "peek", obs_peek, peer_peek },
 	{ "splice", obs_splice, peer_splice },
 	{ "sendfile", obs_sendfile, peer_sendfile },
@@ -764,7 +872,13 @@ int main(int argc, char **argv)
 	if (!server && strcmp(argv[1], "client"))
 		usage();
 	const char *host = NULL, *port = NULL, *cname = NULL, *observer = NULL, *ready = NULL;
-	for (int i = 2; i + 1 < argc; i += 2) {
+	for (int i = 2; i < argc; i += 2) {
+		if (!strcmp(argv[i], "--nonblock")) {
+			nonblock = true;
+			i--;
+			continue;
+		}
+		if (i + 1 >= argc) usage();
 		if (!strcmp(argv[i], "--host")) host = argv[i + 1];
 		else if (!strcmp(argv[i], "--port")) port = argv[i + 1];
 		else if (!strcmp(argv[i], "--case")) cname = argv[i + 1];
@@ -783,6 +897,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	bool is_obs = !strcmp(observer, server ? "server" : "client");
+	nonblock = nonblock && is_obs; // the peer's script always blocks
 	signal(SIGPIPE, SIG_IGN);
 
 	int fd;
@@ -801,7 +916,7 @@ int main(int argc, char **argv)
 			if (f)
 				fclose(f);
 		}
-		fd = accept(ls, NULL, NULL);
+		fd = accept4(ls, NULL, NULL, nonblock ? SOCK_NONBLOCK : 0);
 		if (fd < 0)
 			die("accept");
 		close(ls);
@@ -809,15 +924,30 @@ int main(int argc, char **argv)
 		struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST }, *ai;
 		if (getaddrinfo(host, port, &hints, &ai))
 			die("getaddrinfo");
-		fd = socket(ai->ai_family, SOCK_STREAM, 0);
-		if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) < 0)
-			die("connect");
+		fd = socket(ai->ai_family, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0), 0);
+		if (fd < 0)
+			die("socket");
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+			if (errno != EINPROGRESS)
+				die("connect");
+			struct pollfd p = { fd, POLLOUT, 0 };
+			int err = 0;
+			socklen_t el = sizeof(err);
+			poll(&p, 1, 5000);
+			getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+			if (err) {
+				errno = err;
+				die("connect");
+			}
+		}
 		freeaddrinfo(ai);
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	t0 = now_ms();
 	fstr("role", is_obs ? "observer" : "peer");
+	if (is_obs)
+		fstr("fd", nonblock ? "non-blocking" : "blocking");
 	if (is_obs)
 		pr->obs(fd);
 	else
