@@ -120,8 +120,9 @@ export class Pod {
     p.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
     p.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    // 'close', not 'exit': the process can exit before its stdout is read.
     return new Promise((res) => {
-      p.once('exit', (code) => {
+      p.once('close', (code) => {
         clearTimeout(timer);
         res({ code, stdout, stderr });
       });

@@ -28,7 +28,8 @@ export function role(pod: Pod, uid: number, args: string[], timeoutMs = 60_000):
       proc.kill('SIGKILL');
       rej(new Error(`edge.py ${args.join(' ')} in ${pod.name} timed out; stderr: ${stderr}`));
     }, timeoutMs);
-    proc.once('exit', (code) => {
+    // 'close', not 'exit': the last JSON line may still be unread at exit.
+    proc.once('close', (code) => {
       clearTimeout(t);
       if (code !== 0 || !last) rej(new Error(`edge.py ${args.join(' ')} in ${pod.name} exited ${code}: ${stderr}`));
       else res(last);
