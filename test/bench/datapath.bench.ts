@@ -23,7 +23,8 @@
  *
  * Knobs: BENCH_REPS (3), BENCH_RR_COUNT (2000), BENCH_BULK_SECONDS (2),
  * BENCH_CPU_SECONDS (1: a round-trip run lasts at least this long, for the
- * CPU figures; 0 for count only).
+ * CPU figures; 0 for count only), BENCH_APP_SOCKETS_AUTO (unset: the
+ * worker's probe decides "auto"; on/off: forced).
  * Prints tables and writes bench-results/datapath.json.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -45,6 +46,12 @@ const BULK_SECONDS = Number(process.env.BENCH_BULK_SECONDS ?? 2);
  * this long, so that /proc/stat's 10 ms ticks add up to a CPU figure (0: off).
  */
 const CPU_SECONDS = Number(process.env.BENCH_CPU_SECONDS ?? 1);
+/**
+ * BENCH_APP_SOCKETS_AUTO=on|off starts the worker with --app-sockets-auto
+ * forced (default: the worker's own "probe"), to measure what "auto" would
+ * give non-blocking apps on a kernel whose probes turn it down.
+ */
+const APP_SOCKETS_AUTO = process.env.BENCH_APP_SOCKETS_AUTO;
 const SIZES = [1, 1024, 16384];
 const BULK_CHUNK = 65536;
 
@@ -212,7 +219,7 @@ async function main(): Promise<void> {
     podsCpuStat = existsSync(join(c.nodeCgroup('n1'), 'cpu.stat')) ? join(c.nodeCgroup('n1'), 'cpu.stat') : undefined;
 
     let gen = 1;
-    const w: Worker = await c.startWorker('n1', c.state('n1', { enabled: true, generation: gen }));
+    const w: Worker = await c.startWorker('n1', c.state('n1', { enabled: true, generation: gen }), APP_SOCKETS_AUTO ? ['--app-sockets-auto', APP_SOCKETS_AUTO] : []);
     const apply = async (config: Config, mode: Mode, maxQueuedBytes = 16 << 20): Promise<void> => {
       const from = w.log.length;
       const endpoints = meshed.map((p) => p.endpoint(endpointOverrides(config)));
