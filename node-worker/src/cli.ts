@@ -7,9 +7,11 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Datapath, capacityForPods } from './bpf/datapath.js';
 import { probeKernel, missingFeatures, formatFeatures } from './bpf/features.js';
+import { DEFAULT_BEHAVIOUR_TIMEOUT_MS, formatBehaviour, probeBehaviour } from './bpf/behaviour.js';
 import { DEFAULT_PIN_ROOT } from './bpf/pins.js';
 import { formatStatus, readStatus } from './bpf/status.js';
 import { Reconciler } from './state/apply.js';
+import { PodCgroups } from './pod-cgroups.js';
 import { SideTableSweeper } from './state/sweep.js';
 import { daemonSetDeleted, discoverPodCgroup, inClusterApi, nodeMaxPods, type ApiAccess } from './node-facts.js';
 import { readStateFile, watchStateFile } from './statefile.js';
@@ -37,7 +39,9 @@ Usage:
   meshlane-worker status --node NAME [--json]
       Programs, map occupancy and counters of the node's datapath, and what
       the kernel probe decided (how sk_msg is attached, how a peer's queue
-      is measured, what FIONREAD reports).
+      is measured, what FIONREAD reports), and what the behaviour probe
+      found (blocking recv, FIONREAD, splice, SO_RCVLOWAT, MSG_PEEK,
+      MSG_WAITALL on sockhash sockets) and decided for app sockets.
   meshlane-worker uninstall --node NAME
       Switch redirects off, detach both programs and remove every pin of the
       node. Live connections continue over TCP, byte-exact.
@@ -58,7 +62,16 @@ Options:
   --nats-ca FILE        CA bundle to verify NATS TLS (env MESHLANE_NATS_CA)
   --status-interval S   heartbeat status every S seconds (default 10)
   --pin-root DIR        bpffs folder for pins (default ${DEFAULT_PIN_ROOT}, env MESHLANE_PIN_ROOT)
-  --bpf-dir DIR         folder with sockops.bpf.o, redirect.bpf.o and probe.bpf.o (env MESHLANE_BPF_DIR)
+  --bpf-dir DIR         folder with sockops.bpf.o, redirect.bpf.o, probe.bpf.o and the
+                        behaviour probe (behaviour-probe, behaviour-probe.bpf.o) (env MESHLANE_BPF_DIR)
+  --behaviour-timeout MS
+                        limit of the behaviour probe at start (default ${DEFAULT_BEHAVIOUR_TIMEOUT_MS}; env
+                        MESHLANE_BEHAVIOUR_TIMEOUT_MS); past it every result is unknown
+  --app-sockets-auto probe|on|off
+                        may pods without the meshlane.io/app-sockets annotation ("auto")
+                        have their non-blocking app sockets accelerated? probe (default):
+                        when this kernel's behaviour probes find it safe (see status);
+                        on / off: force it (env MESHLANE_APP_SOCKETS_AUTO)
   --sk-msg-attach HOW   auto (default: what the probe found), link or map (the classic
                         attach, as before 6.10: lets one kernel exercise both paths)
                         (env MESHLANE_SK_MSG_ATTACH)
@@ -126,6 +139,8 @@ async function main(argv: string[]): Promise<void> {
       'log-level': { type: 'string', default: process.env.MESHLANE_LOG_LEVEL ?? 'info' },
       'allow-unbounded-queues': { type: 'boolean', default: false },
       'sk-msg-attach': { type: 'string', default: process.env.MESHLANE_SK_MSG_ATTACH ?? 'auto' },
+      'app-sockets-auto': { type: 'string', default: process.env.MESHLANE_APP_SOCKETS_AUTO ?? 'probe' },
+      'behaviour-timeout': { type: 'string', default: process.env.MESHLANE_BEHAVIOUR_TIMEOUT_MS ?? String(DEFAULT_BEHAVIOUR_TIMEOUT_MS) },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -157,14 +172,19 @@ async function main(argv: string[]): Promise<void> {
         logLevel: values['log-level'],
         allowUnboundedQueues: values['allow-unbounded-queues'],
         skMsgAttach: oneOf(values['sk-msg-attach'], ['auto', 'link', 'map'] as const, '--sk-msg-attach'),
+        appSocketsAuto: oneOf(values['app-sockets-auto'], ['probe', 'on', 'off'] as const, '--app-sockets-auto'),
+        behaviourTimeoutMs: positiveInt(values['behaviour-timeout'], '--behaviour-timeout'),
       });
     case 'status': {
       if (!Datapath.installed(pinRoot, node)) fail(`node ${node}: no datapath installed under ${pinRoot}`, 1);
       const dp = Datapath.openPinned(pinRoot, node);
       const s = readStatus(dp);
       dp.close();
-      const kernel = probeKernel(values['bpf-dir'] ?? defaultBpfDir());
-      process.stdout.write(values.json ? `${JSON.stringify({ ...s, kernel }, null, 2)}\n` : `${formatStatus(s)}\n${formatFeatures(kernel)}\n`);
+      const bpfDir = values['bpf-dir'] ?? defaultBpfDir();
+      const kernel = probeKernel(bpfDir);
+      // Probed again here, as the features are: the same kernel answers the same.
+      const behaviour = await probeBehaviour({ bpfDir, timeoutMs: positiveInt(values['behaviour-timeout'], '--behaviour-timeout') });
+      process.stdout.write(values.json ? `${JSON.stringify({ ...s, kernel, behaviour }, null, 2)}\n` : `${formatStatus(s)}\n${formatFeatures(kernel)}\n${formatBehaviour(behaviour)}\n`);
       return;
     }
     case 'uninstall':
@@ -258,6 +278,8 @@ interface RunOptions {
   logLevel: string;
   allowUnboundedQueues: boolean;
   skMsgAttach: 'auto' | 'link' | 'map';
+  behaviourTimeoutMs: number;
+  appSocketsAuto: 'probe' | 'on' | 'off';
 }
 
 /** The probe's choice, or the forced one if this kernel can do it. */
@@ -273,6 +295,12 @@ async function run(o: RunOptions): Promise<void> {
   const missing = missingFeatures(features, { flowControl: !o.allowUnboundedQueues });
   if (missing.length) fail(`this kernel (${features.kernel}) cannot run meshlane; missing: ${missing.join('; ')}`, 1);
   log.info({ features }, `kernel features: ${formatFeatures(features).replace(/\n/g, '; ')}`);
+  // What sockhash sockets show to apps here; decisions.appSocketsAuto says
+  // which app sockets of 'auto' pods may join. Never throws: 'unknown' on failure.
+  const behaviour = await probeBehaviour({ bpfDir: o.bpfDir, timeoutMs: o.behaviourTimeoutMs });
+  const summary = `kernel behaviour: ${formatBehaviour(behaviour).split('\n').slice(1).map((l) => l.trim()).join('; ')}`;
+  if (behaviour.probeError) log.warn({ behaviour }, summary);
+  else log.info({ behaviour }, summary);
 
   const dp = Datapath.install({
     node: o.node,
@@ -287,7 +315,11 @@ async function run(o: RunOptions): Promise<void> {
   if (dp.upgraded.length) log.info({ upgraded: dp.upgraded }, 'programs replaced in place by this version (BPF_LINK_UPDATE); connections kept');
   log.info({ adopted: dp.adopted, pins: dp.pins.dir, cgroup: o.cgroup }, dp.adopted ? 're-adopted pinned datapath' : 'datapath loaded and attached');
 
-  const metrics = new WorkerMetrics(dp, features);
+  // "auto" app sockets (pods without the app-sockets annotation) join only
+  // where this kernel's behaviour probes allow it, unless forced.
+  const appSocketsAuto = o.appSocketsAuto === 'probe' ? behaviour.decisions.appSocketsAuto === 'nonblocking-only' : o.appSocketsAuto === 'on';
+  log.info({ appSocketsAuto, flag: o.appSocketsAuto, reason: behaviour.decisions.reason }, appSocketsAuto ? '"auto" app sockets: non-blocking ones join' : '"auto" app sockets stay on TCP (only pods annotated meshlane.io/app-sockets: "true" get theirs accelerated)');
+  const metrics = new WorkerMetrics(dp, features, behaviour);
   const sweeper = new SideTableSweeper(dp);
   const sweep = setInterval(() => {
     try {
@@ -302,7 +334,19 @@ async function run(o: RunOptions): Promise<void> {
     }
   }, o.sweepIntervalMs);
   sweep.unref();
-  const reconciler = new Reconciler(dp);
+  // Entries bind to each pod's own cgroup (found by its uid under the
+  // attach point); pods whose cgroup is not there yet are retried below.
+  const reconciler = new Reconciler(dp, { podCgroups: new PodCgroups(o.cgroup), appSocketsAuto: () => appSocketsAuto });
+  const retryUnresolved = setInterval(() => {
+    if (!reconciler.unresolved.length) return;
+    try {
+      const r = reconciler.refresh();
+      if (r && Object.keys(r.changed).length) log.info({ resolved: r.unresolved.length === 0, unresolved: r.unresolved }, 'pod cgroups found; entries bound');
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 're-applying for pod cgroups failed; next time');
+    }
+  }, Math.min(o.sweepIntervalMs, 2000));
+  retryUnresolved.unref();
   let ready = false;
   let shutdown: () => Promise<void>;
   // Health first: liveness must not kill a worker that waits for NATS.
@@ -330,7 +374,7 @@ async function run(o: RunOptions): Promise<void> {
       },
       onError: (kind) => metrics.busErrors.inc({ kind }),
     });
-    const status = new StatusReporter(nc, dp, follower, features);
+    const status = new StatusReporter(nc, dp, follower, features, behaviour);
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === 'disconnect') {
@@ -381,6 +425,7 @@ async function run(o: RunOptions): Promise<void> {
     process.once('SIGINT', () => stop('SIGINT'));
   });
   clearInterval(sweep);
+  clearInterval(retryUnresolved);
   await shutdown();
   server?.close();
   dp.close();

@@ -4,6 +4,7 @@ import { Gauge, Registry, Counter } from 'prom-client';
 import type { Datapath } from './bpf/datapath.js';
 import { readStatus } from './bpf/status.js';
 import type { KernelFeatures } from './bpf/features.js';
+import { BEHAVIOUR_PROBES, type BehaviourReport } from './bpf/behaviour.js';
 
 export interface WorkerHealth {
   /** Programs attached and maps open. */
@@ -29,10 +30,21 @@ export class WorkerMetrics {
     registers: [this.registry],
   });
 
-  constructor(dp: Datapath, kernel?: KernelFeatures) {
+  constructor(dp: Datapath, kernel?: KernelFeatures, behaviour?: BehaviourReport) {
     // The probe's decisions, one series each, value 1 (an "info" metric).
     const info = new Gauge({ name: 'meshlane_kernel_feature', help: 'Kernel feature probe decisions at start (value always 1)', labelNames: ['feature', 'value'], registers: [this.registry] });
     for (const [feature, value] of Object.entries(kernel ?? {})) info.set({ feature, value: String(value) }, 1);
+    // The behaviour probe's results and the app-socket decision, the same way.
+    const behaves = new Gauge({
+      name: 'meshlane_worker_kernel_behaviour',
+      help: 'Behaviour of sockhash sockets towards apps on this kernel, probed at start (value always 1); probe appSocketsAuto is the decision for app sockets of auto pods',
+      labelNames: ['probe', 'result'],
+      registers: [this.registry],
+    });
+    if (behaviour) {
+      for (const probe of BEHAVIOUR_PROBES) behaves.set({ probe, result: behaviour[probe] }, 1);
+      behaves.set({ probe: 'appSocketsAuto', result: behaviour.decisions.appSocketsAuto }, 1);
+    }
     // One scrape collects four gauges: read the maps once for all of them
     // (counting entries walks every key of every map).
     let cached: { at: number; value: ReturnType<typeof readStatus> } | undefined;

@@ -1,6 +1,20 @@
 export { Datapath, capacityForPods, IncompatiblePinError, type Capacity, type DatapathOptions } from './bpf/datapath.js';
 export { readStatus, readCounters, formatStatus, type DatapathStatus } from './bpf/status.js';
 export { probeKernel, missingFeatures, type KernelFeatures } from './bpf/features.js';
+export {
+  probeBehaviour,
+  classifyBehaviour,
+  decideAppSockets,
+  unknownBehaviour,
+  formatBehaviour,
+  behaviourForBus,
+  BEHAVIOUR_PROBES,
+  DEFAULT_BEHAVIOUR_TIMEOUT_MS,
+  type BehaviourReport,
+  type BehaviourResults,
+  type BehaviourDecisions,
+  type BehaviourProbeOptions,
+} from './bpf/behaviour.js';
 export { applyNodeState, Reconciler, type ApplyResult } from './state/apply.js';
 export { compileNodeState, endpointId } from './state/compile.js';
 export { diffEntries } from './state/diff.js';

@@ -4,7 +4,7 @@
  */
 import { ValidationError } from './errors.js';
 import { NODE_STATE_DELTA_KIND, type NodeStateDelta } from './delta.js';
-import { API_VERSION, type ControlPlaneStatus, type Snapshot, type WorkerStatus } from './messages.js';
+import { API_VERSION, MAX_BEHAVIOUR_RESULTS, type ControlPlaneStatus, type Snapshot, type WorkerBehaviour, type WorkerStatus } from './messages.js';
 import { LIMITS, NODE_STATE_API_VERSION } from './nodestate.js';
 import { arr, checkEndpoint, checkSwitches, nodeName, noUnknown, obj, parseNodeState, podKey } from './validate.js';
 
@@ -85,7 +85,26 @@ export function parseWorkerStatus(v: unknown, expectNode?: string): WorkerStatus
   if (o.bus !== 'connected' && o.bus !== 'disconnected') throw new ValidationError('$.bus', 'must be connected or disconnected');
   obj(o.counters, '$.counters');
   if (o.lastError !== undefined && (typeof o.lastError !== 'string' || o.lastError.length > MAX_REASON_LENGTH)) throw new ValidationError('$.lastError', `must be a string of at most ${MAX_REASON_LENGTH} characters`);
+  if (o.behaviour !== undefined) checkBehaviour(o.behaviour, '$.behaviour');
   return o as unknown as WorkerStatus;
+}
+
+const BEHAVIOUR_WORD = /^[A-Za-z][A-Za-z0-9-]{0,31}$/;
+
+function checkBehaviour(v: unknown, field: string): WorkerBehaviour {
+  const o = obj(v, field);
+  // Other fields are let through: a newer worker may report more.
+  if (typeof o.kernel !== 'string' || o.kernel.length > 128) throw new ValidationError(`${field}.kernel`, 'must be a string of at most 128 characters');
+  const results = obj(o.results, `${field}.results`);
+  const entries = Object.entries(results);
+  if (entries.length > MAX_BEHAVIOUR_RESULTS) throw new ValidationError(`${field}.results`, `at most ${MAX_BEHAVIOUR_RESULTS} results`);
+  for (const [k, r] of entries) {
+    if (!BEHAVIOUR_WORD.test(k)) throw new ValidationError(`${field}.results`, `bad probe name ${JSON.stringify(k.slice(0, 40))}`);
+    if (typeof r !== 'string' || !BEHAVIOUR_WORD.test(r)) throw new ValidationError(`${field}.results.${k}`, 'must be a word of at most 32 characters');
+  }
+  if (o.appSocketsAuto !== 'nonblocking-only' && o.appSocketsAuto !== 'off') throw new ValidationError(`${field}.appSocketsAuto`, 'must be nonblocking-only or off');
+  if (typeof o.reason !== 'string' || o.reason.length > MAX_REASON_LENGTH) throw new ValidationError(`${field}.reason`, `must be a string of at most ${MAX_REASON_LENGTH} characters`);
+  return o as unknown as WorkerBehaviour;
 }
 
 export function parseControlPlaneStatus(v: unknown): ControlPlaneStatus {

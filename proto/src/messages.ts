@@ -39,8 +39,25 @@ export interface WorkerStatus {
   counters: Record<string, number>;
   maps: Record<string, { entries: number | null; max: number }>;
   kernel: Record<string, string | boolean>;
+  /** What the worker's behaviour probe found at start (workers before it send none). */
+  behaviour?: WorkerBehaviour;
   lastError?: string;
 }
+
+/**
+ * How sockets in the sockhash behave towards apps on the worker's kernel,
+ * probed at start, and what it decided for app sockets of 'auto' pods.
+ * Bounded: at most MAX_BEHAVIOUR_RESULTS results of short words.
+ */
+export interface WorkerBehaviour {
+  kernel: string;
+  /** probe -> result, e.g. blockingRecv: 'eagain', fionread: 'exact'. */
+  results: Record<string, string>;
+  appSocketsAuto: 'nonblocking-only' | 'off';
+  reason: string;
+}
+
+export const MAX_BEHAVIOUR_RESULTS = 16;
 
 export interface AuditEvent {
   apiVersion: typeof API_VERSION;

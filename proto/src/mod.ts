@@ -33,6 +33,6 @@ export {
   STATUS_STREAM,
   type AuditEventType,
 } from './subjects.js';
-export { API_VERSION, type Snapshot, type WorkerStatus, type AuditEvent, type ControlPlaneStatus } from './messages.js';
+export { API_VERSION, MAX_BEHAVIOUR_RESULTS, type Snapshot, type WorkerStatus, type WorkerBehaviour, type AuditEvent, type ControlPlaneStatus } from './messages.js';
 export { parseJson, parseNodeStateDelta, parseSnapshot, parseWorkerStatus, parseControlPlaneStatus, boundText, MAX_REASON_LENGTH } from './decode.js';
 export * from './accounts.js';

@@ -70,9 +70,13 @@ describe('datapath - edge cases, plain vs meshlane', () => {
   });
 
   it('bytes redirected into a peer that then receives an RST are read as plain TCP reads them', async () => {
-    const r = await bothWays((p) => sidecarToApp(p, ['--hold-ms', '500'], ['--bytes', '100000', '--then', 'rst', '--wait-ms', '200'])());
+    // 50 kB fit in the reader's initial TCP window, so plain TCP has
+    // delivered them all before the RST whatever the machine's speed
+    // (beyond the window, unsent bytes die with an abortive close, and how
+    // many depends on timing: 64 kB of 100 kB in a qemu guest).
+    const r = await bothWays((p) => sidecarToApp(p, ['--hold-ms', String(500 * SCALE)], ['--bytes', '50000', '--then', 'rst', '--wait-ms', String(200 * SCALE)])());
     expect(JSON.stringify(r.meshlane)).toBe(JSON.stringify(r.plain));
-    expect(r.d.bytes_redirected).toBeGreaterThanOrEqual(100000);
+    expect(r.d.bytes_redirected).toBeGreaterThanOrEqual(50000);
   });
 
   it('connect(AF_UNSPEC) and connect elsewhere: the old peer reaches nothing, its write fails as on TCP', async () => {

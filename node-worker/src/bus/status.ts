@@ -3,6 +3,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { API_VERSION, boundText, subjects, type WorkerStatus } from '@meshlane/proto';
 import type { Datapath } from '../bpf/datapath.js';
 import type { KernelFeatures } from '../bpf/features.js';
+import { behaviourForBus, type BehaviourReport } from '../bpf/behaviour.js';
 import { readStatus } from '../bpf/status.js';
 import type { NodeFollower } from './follower.js';
 
@@ -15,6 +16,7 @@ export class StatusReporter {
     private readonly dp: Datapath,
     private readonly follower: NodeFollower,
     private readonly kernel: KernelFeatures,
+    private readonly behaviour?: BehaviourReport,
   ) {}
 
   start(intervalMs: number): void {
@@ -39,6 +41,7 @@ export class StatusReporter {
       counters: s.counters,
       maps: s.maps,
       kernel: { ...this.kernel },
+      ...(this.behaviour ? { behaviour: behaviourForBus(this.behaviour) } : {}),
       ...(this.follower.lastError ? { lastError: boundText(this.follower.lastError) } : {}),
     };
   }
