@@ -171,24 +171,8 @@ describe('compat - real applications and socket behaviours, plain vs meshlane', 
     }
   }
 
-  /**
-   * Pod.run, but resolving on 'close' (every byte of stdout read) rather
-   * than 'exit', which can come before the last output.
-   */
-  function run(pod: Pod, cmd: string[], uid: number, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const p = pod.spawn(cmd, uid);
-    let stdout = '';
-    let stderr = '';
-    p.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    return new Promise((res) => {
-      p.once('close', (code) => {
-        clearTimeout(timer);
-        res({ code, stdout, stderr });
-      });
-    });
-  }
+  /** Pod.run resolves on 'close', once every byte of stdout is read. */
+  const run = (pod: Pod, cmd: string[], uid: number, timeoutMs: number) => pod.run(cmd, uid, timeoutMs);
 
   function strip(o: Record<string, unknown>): Obs {
     const obs: Record<string, unknown> = {};
