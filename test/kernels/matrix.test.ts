@@ -22,8 +22,12 @@ const KERNELS = (process.env.MESHLANE_KERNELS ?? '6.1,6.12')
   .split(',')
   .map((k) => k.trim())
   .filter(Boolean);
-/** Seconds the command may run in one guest; boot and probe come on top. */
-const RUN_S = Number(process.env.MESHLANE_KERNEL_TIMEOUT ?? 600);
+/**
+ * Seconds the command may run in one guest; boot and probe come on top.
+ * The suites take about 460 s per guest on an idle 2-vCPU host: headroom
+ * for a busy one.
+ */
+const RUN_S = Number(process.env.MESHLANE_KERNEL_TIMEOUT ?? 900);
 const LIMIT_MS = (RUN_S + 360) * 1000;
 const JOBS = Number(process.env.MESHLANE_KERNEL_JOBS ?? 2);
 const inCi = process.env.CI === 'true' || process.env.CI === '1';

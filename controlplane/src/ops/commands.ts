@@ -82,6 +82,10 @@ that both accelerate). --json prints {node, generation, snapshotGeneration,
 snapshotDeltaSeq, deltasApplied, switches, endpoints (whole),
 acceleratedPairs, warnings}.
 
+Options:
+  --node N            the node (required)
+  --json              the report as JSON
+
 ${COMMON_HELP}`;
 
 type Values = Record<string, string | boolean | Array<string | boolean> | undefined>;
