@@ -164,8 +164,9 @@ describe.skipIf(SKIP)(`render.ts against Go text/template with helm's functions$
 
   it('and the comparison fails where the two differ (planted mutations of the values and of a template)', { timeout: 300_000 }, () => {
     const file = join(tmp, 'mutation-base.yaml');
-    writeFileSync(file, CASES.small);
-    const ts = renderChart({ values: parseValues(CASES.small, file), helmOnly: STANDINS });
+    const small = CASES.small ?? '';
+    writeFileSync(file, small);
+    const ts = renderChart({ values: parseValues(small, file), helmOnly: STANDINS });
     const base = runReference(CHART_DIR, 'istio-system', join(CHART_DIR, 'values.yaml'), file);
     expect(differences(base, ts)).toEqual([]);
     // The reference alone sees one more value: only the file that uses it differs.

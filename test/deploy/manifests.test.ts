@@ -13,44 +13,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import yaml from 'js-yaml';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { MAX_STATE_BYTES, WORKER_LIMITS, subjects } from '@meshlane/proto';
-import { ConfigMap, Namespace, Secret, Service, ServiceAccount, type IContainer, type IPodSpec } from 'kubernetes-models/v1';
-import { DaemonSet, Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
-import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
-import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
-import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
-import { Job } from 'kubernetes-models/batch/v1';
+import type { IContainer, IPodSpec } from 'kubernetes-models/v1';
+import { MODELS, type Obj, type Validatable } from './k8s-models.js';
 import { MANIFEST_DIR, MANIFEST_VALUES, mergeValues, renderChart, renderManifests } from '../../deploy/render.js';
 import { ACCOUNTS_KEY, ACCOUNTS_SECRET, NODE_CREDENTIALS_SECRET, existingPasswords, generateCredentials } from '../../deploy/credentials.js';
 import { freePort } from '../harness/nats.js';
 import { chartSans, makeCerts, plainText } from './pki.js';
 
-interface Obj {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string };
-  [k: string]: unknown;
-}
-
-interface Validatable {
-  validate(): void;
-}
-const MODELS: Record<string, (o: Obj) => Validatable> = {
-  'v1/Namespace': (o) => new Namespace(o as never),
-  'v1/ServiceAccount': (o) => new ServiceAccount(o as never),
-  'v1/ConfigMap': (o) => new ConfigMap(o as never),
-  'v1/Service': (o) => new Service(o as never),
-  'v1/Secret': (o) => new Secret(o as never),
-  'apps/v1/Deployment': (o) => new Deployment(o as never),
-  'apps/v1/DaemonSet': (o) => new DaemonSet(o as never),
-  'apps/v1/StatefulSet': (o) => new StatefulSet(o as never),
-  'rbac.authorization.k8s.io/v1/Role': (o) => new Role(o as never),
-  'rbac.authorization.k8s.io/v1/RoleBinding': (o) => new RoleBinding(o as never),
-  'rbac.authorization.k8s.io/v1/ClusterRole': (o) => new ClusterRole(o as never),
-  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': (o) => new ClusterRoleBinding(o as never),
-  'policy/v1/PodDisruptionBudget': (o) => new PodDisruptionBudget(o as never),
-  'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o as never),
-  'batch/v1/Job': (o) => new Job(o as never),
-};
 
 /** The chart rendered as deploy/manifests/ is (MANIFEST_VALUES), with `values` over it. */
 function renderWith(values: Record<string, unknown>): Map<string, string> {
@@ -109,7 +78,7 @@ describe('deploy/ manifests', () => {
     const bad = structuredClone(get('DaemonSet', 'meshlane-worker')) as Obj & Workload;
     (bad.spec.template.spec.containers[0]!.securityContext as Record<string, unknown>).privileged = 'no';
     expect(() => make('apps/v1/DaemonSet', bad).validate()).toThrow(/privileged must be boolean/);
-    for (const s of generateCredentials(['node-a', 'node-b.example'])) expect(() => new Secret(s).validate()).not.toThrow();
+    for (const s of generateCredentials(['node-a', 'node-b.example'])) expect(() => make('v1/Secret', s as unknown as Obj).validate()).not.toThrow();
   });
 
   it('run nothing privileged, escalate nothing, and drop every capability but the worker\'s four', () => {
@@ -253,7 +222,7 @@ describe('deploy/ manifests', () => {
     // "" set explicitly: static provisioning only (a PV of no class), as Kubernetes reads it.
     const text = renderWith({ nats: { storage: { storageClassName: '' } } }).get('nats.yaml') ?? '';
     expect(claim(text)).toEqual({ accessModes: ['ReadWriteOnce'], storageClassName: '', resources: { requests: { storage: '10Gi' } } });
-    const sts = new StatefulSet(parseAll(text, 'nats.yaml').find((o) => o.kind === 'StatefulSet') as never);
+    const sts = make('apps/v1/StatefulSet', parseAll(text, 'nats.yaml').find((o) => o.kind === 'StatefulSet')!);
     expect(() => sts.validate()).not.toThrow();
     // The server's JetStream file store is the PVC's size.
     expect(natsConf()).toMatch(/\n {2}max_file_store: 10Gi\n/);
