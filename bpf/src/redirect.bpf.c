@@ -11,6 +11,7 @@
  */
 #include "meshlane_maps.bpf.h"
 #include <bpf/bpf_core_read.h>
+#include "meshlane_sock.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -88,27 +89,6 @@ static __always_inline bool peer_receives(__u64 peer_sk)
 	return state == BPF_TCP_ESTABLISHED || state == BPF_TCP_FIN_WAIT1 || state == BPF_TCP_FIN_WAIT2;
 }
 
-#define ML_O_NONBLOCK 04000
-
-/* 1: the peer's file is non-blocking; 0: blocking; -1: no file yet (the
- * app has not accept()ed it) or unreadable. */
-static __always_inline int peer_fd_nonblocking(__u64 peer_sk)
-{
-	struct sock *sk = (struct sock *)peer_sk;
-	struct socket *so;
-	struct file *f;
-
-	if (!sk)
-		return -1;
-	so = BPF_CORE_READ(sk, sk_socket);
-	if (!so)
-		return -1;
-	f = BPF_CORE_READ(so, file);
-	if (!f)
-		return -1;
-	return (BPF_CORE_READ(f, f_flags) & ML_O_NONBLOCK) ? 1 : 0;
-}
-
 /*
  * May a direction that is on TCP for now come back to redirecting? Only
  * when the switch back cannot reorder or strand a byte:
@@ -129,7 +109,7 @@ static __always_inline bool may_resume(struct tcp_sock *own, __u64 peer_sk, __u3
 		return false;
 	if (BPF_CORE_READ(peer, copied_seq) != BPF_CORE_READ(peer, rcv_nxt))
 		return false;
-	if (peer_fd_nonblocking(peer_sk) != 1) {
+	if (ml_fd_nonblocking((struct sock *)peer_sk) != 1) {
 		ml_count(ML_C_PEER_BLOCKING, 1);
 		return false;
 	}
@@ -248,7 +228,7 @@ int ml_redirect(struct sk_msg_md *msg)
 		return to_tcp(st, msg, ML_C_PEER_CLOSED);
 
 	if (st->flags & ML_SK_PEER_AUTO) {
-		int nb = peer_fd_nonblocking(st->peer_sk);
+		int nb = ml_fd_nonblocking((struct sock *)st->peer_sk);
 
 		if (nb == 0)
 			/* The app reads this socket blocking: TCP from here (TCP

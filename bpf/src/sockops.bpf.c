@@ -12,6 +12,7 @@
  */
 #include "meshlane_maps.bpf.h"
 #include <bpf/bpf_core_read.h>
+#include "meshlane_sock.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -143,23 +144,6 @@ static __always_inline bool in_pod(struct tcp_sock *tp, const struct ml_endpoint
 		return false;
 	id = BPF_CORE_READ(kn, id);
 	return id == ep->cgroup_id;
-}
-
-#define ML_O_NONBLOCK 04000
-
-/* 1: the socket's file is non-blocking; 0: blocking; -1: no file yet (an
- * accepted socket the app has not accept()ed). */
-static __always_inline int fd_nonblocking(struct tcp_sock *tp)
-{
-	struct socket *so = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_socket);
-	struct file *f;
-
-	if (!so)
-		return -1;
-	f = BPF_CORE_READ(so, file);
-	if (!f)
-		return -1;
-	return (BPF_CORE_READ(f, f_flags) & ML_O_NONBLOCK) ? 1 : 0;
 }
 
 /*
@@ -336,7 +320,7 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops, st
 				ml_count(ML_C_APP_SOCKETS_OFF, 1);
 				return;
 			}
-			if (g == APP_AUTO && fd_nonblocking(tp) != 1) {
+			if (g == APP_AUTO && ml_fd_nonblocking((struct sock *)tp) != 1) {
 				ml_count(ML_C_APP_BLOCKING, 1);
 				return;
 			}
@@ -687,7 +671,7 @@ static __always_inline void on_rtt(struct bpf_sock_ops *skops)
 	}
 	if (!(flags & ML_SK_PEER_AUTO))
 		return;
-	switch (fd_nonblocking((struct tcp_sock *)peer_sk)) {
+	switch (ml_fd_nonblocking((struct sock *)peer_sk)) {
 	case 1:
 		st->flags |= ML_SK_PEER_CHECKED;
 		return;

@@ -14,7 +14,7 @@ export {
   type AppSocketsPolicy,
   APP_SOCKETS_POLICIES,
 } from './nodestate.js';
-export { parseNodeState } from './validate.js';
+export { parseNodeState, isPodUid } from './validate.js';
 export { ValidationError } from './errors.js';
 export { ipToBytes, bytesToIp, canonicalIp, parseCidr, type Cidr } from './ip.js';
 export { diffNodeState, applyNodeStateDelta, sameEndpoint, sameSwitches, NodeStateAccumulator, NODE_STATE_DELTA_KIND, type NodeStateDelta } from './delta.js';

@@ -127,10 +127,15 @@ function ipList(v: unknown, field: string): string[] {
 /**
  * Kubernetes uids are RFC 4122 text; kubelet puts them in cgroup names, so
  * anything else (a path separator, a glob) is refused rather than looked up.
+ * The control plane applies the same rule before a pod becomes an endpoint.
  */
+export function isPodUid(text: string): boolean {
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(text);
+}
+
 function podUid(v: unknown, field: string): string {
   const text = str(v, field, 36);
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(text)) throw new ValidationError(field, 'must be a lower-case RFC 4122 uid, as metadata.uid');
+  if (!isPodUid(text)) throw new ValidationError(field, 'must be a lower-case RFC 4122 uid, as metadata.uid');
   return text;
 }
 

@@ -23,6 +23,7 @@
  * capture at all. Each comes with a detail that says which (PodClass.refusal).
  */
 import type { V1Pod } from '@kubernetes/client-node';
+import { isPodUid } from '@meshlane/proto';
 import type { Ineligible, PodClass, Refusal, Setting } from '../types.js';
 import { readCapture, noCapture, type Capture } from './capture.js';
 import { ANN, INIT_CONTAINER } from './constants.js';
@@ -110,7 +111,7 @@ function ineligibility(pod: V1Pod, proxy: Proxy | undefined, captureProblem: Cap
   }
   if (ips.length === 0) return { reason: 'no-ip', detail: 'no usable pod IP in status.podIPs / status.podIP yet' };
   const uid = pod.metadata?.uid ?? '';
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(uid)) {
+  if (!isPodUid(uid)) {
     return { reason: 'no-uid', detail: `metadata.uid ${JSON.stringify(uid)} is not a UUID: the worker cannot find its cgroup`, setting: { on: 'pod', kind: 'field', name: 'metadata.uid', value: uid } };
   }
   return undefined;
